@@ -1,0 +1,145 @@
+"""Traced verifier: run the real transformers model on fake tensors and count live storages.
+
+Gives exact tensor-level allocated bytes for any model size on a CPU, in seconds. Attention is
+dispatched to the kernel CUDA would pick (cuda_semantics), so the trace is of the CUDA program;
+kernel-internal workspaces (flash-attention's backward buffers, cuBLAS) are not tensors and are
+absent here, so comparisons leave the 'workspace' category out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from .cuda_semantics import cuda_dispatch
+from .storage_tracker import StorageTracker
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TraceResult:
+    peak_bytes: int
+    phase_at_peak: str
+    seconds: float
+    events: int
+
+
+def hf_config(config: dict, attention: str):
+    from transformers import AutoConfig
+
+    cfg = {k: v for k, v in config.items() if not k.startswith("_")}
+    c = AutoConfig.for_model(**cfg)
+    c._attn_implementation = attention
+    return c
+
+
+def build_model(config: dict, attention: str, dtype: str, lora_rank: int = 0, lora_targets=(), checkpoint: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(hf_config(config, attention), dtype=DTYPES[dtype])
+    if lora_rank:
+        from peft import LoraConfig
+
+        model = _peft_model(model, LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
+                                                 target_modules=list(lora_targets)))
+    if checkpoint:
+        model.gradient_checkpointing_enable()
+        if lora_rank:
+            model.enable_input_require_grads()
+    return model
+
+
+def _peft_model(model, config):
+    """get_peft_model; under FakeTensorMode, with Module.to() as an identity while it runs: PEFT
+    only moves the new adapters to the base layer's device there (keeping them fp32, its default
+    autocast_adapter_dtype=True), which on one fake device changes nothing, and module.to() on
+    fake parameters swaps tensors, which FakeTensorMode's weakrefs forbid."""
+    from peft import get_peft_model
+
+    if not isinstance(next(model.parameters()), torch._subclasses.fake_tensor.FakeTensor):
+        return get_peft_model(model, config)
+    original = torch.nn.Module.to
+    torch.nn.Module.to = lambda self, *a, **k: self
+    try:
+        return get_peft_model(model, config)
+    finally:
+        torch.nn.Module.to = original
+
+
+def make_optimizer(params, name: str, impl: str):
+    kw = {"foreach": impl == "foreach", "fused": impl == "fused"} if impl != "for-loop" else {"foreach": False}
+    if name in ("adamw", "adam"):
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return cls(params, lr=1e-4, **kw)
+    if name.startswith("sgd"):
+        kw.pop("fused", None) if impl != "fused" else None
+        return torch.optim.SGD(params, lr=1e-3, momentum=0.9 if name == "sgd-momentum" else 0.0, **kw)
+    raise ValueError(name)
+
+
+def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: int, new_tokens: int = 0, opt=None):
+    """The step protocols of memsim.runtimes.hf_steps, on whatever tensors the mode makes."""
+    from transformers import DynamicCache
+
+    ids = torch.randint(0, vocab, (batch, seq))
+    if task == "train":
+        model.train()
+        for step in range(2):  # the second step is the steady state (optimizer state exists)
+            tr.phase = f"forward{step}"
+            loss = model(input_ids=ids, labels=ids).loss
+            tr.phase = f"backward{step}"
+            loss.backward()
+            del loss
+            tr.phase = f"optimizer{step}"
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return
+    model.eval()
+    with torch.no_grad():
+        if task == "prefill":
+            tr.phase = "prefill"
+            out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            del out
+            return
+        # generate/decode: GenerationMixin._sample's memory-relevant steps, greedy.
+        cache = DynamicCache(config=model.config)
+        tr.phase = "prefill"
+        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        steps = new_tokens if task == "generate" else 1
+        for i in range(steps):
+            logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+            del out
+            nxt = logits.argmax(-1)
+            ids = torch.cat([ids, nxt[:, None]], dim=-1)
+            del logits
+            if i == steps - 1 and task == "generate":
+                break
+            tr.phase = "decode"
+            if task == "decode":
+                tr.reset_peak()  # decode: the peak of the steady-state step alone
+            out = model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+
+def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", attention: str = "sdpa",
+          optimizer: str = "adamw", impl: str = "foreach", lora_rank: int = 0, lora_targets=(),
+          checkpoint: bool = False, new_tokens: int = 0) -> TraceResult:
+    t0 = time.perf_counter()
+    with FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch():
+        model = build_model(config, attention, dtype, lora_rank, lora_targets, checkpoint)
+        opt = None
+        if task == "train":
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = make_optimizer(params, optimizer, impl)
+        else:
+            for p in model.parameters():
+                p.requires_grad_(False)
+        run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt)
+        # CPU-resident optimizer scalars (`step` of non-fused Adam) are not GPU memory.
+        if opt is not None and impl != "fused":
+            host = [s["step"] for s in opt.state.values() if "step" in s]
+            tr.exclude_host(host)
+    return TraceResult(tr.peak_bytes, tr.events[tr.peak_index].phase if tr.peak_index >= 0 else "", time.perf_counter() - t0, len(tr.events))

@@ -1,0 +1,61 @@
+"""LoRA as PEFT runs it (peft/tuners/lora/layer.py, Linear.forward, peft 0.21):
+
+    result = base_layer(x)                       # frozen: saves nothing for its weight
+    x = x.to(lora_A.weight.dtype)                # adapters are fp32 (autocast_adapter_dtype=True)
+    result = result + lora_B(lora_A(dropout(x))) * scaling   # dropout 0: nn.Identity
+    result = result.to(torch_result_dtype)
+
+Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", 2021 (arXiv:2106.09685).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import ops
+from ..tape import WEIGHTS, T, Tape
+
+ADAPTER_BYTES = 4  # fp32 adapters: peft's default autocast_adapter_dtype=True
+DEFAULT_TARGETS = ("q_proj", "v_proj")  # peft's default for Llama-family models
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    rank: int
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+
+
+class LoraWeight(T):
+    """A frozen weight carrying its adapter; ops.linear hands it to `forward`."""
+
+    def __init__(self, base: T, fan_in: int, fan_out: int, rank: int, dtype_bytes: int, tp: Tape):
+        super().__init__(base.name, base.storage, requires_grad=False, leaf=True)
+        self.fan_in, self.fan_out, self.rank, self.dtype_bytes = fan_in, fan_out, rank, dtype_bytes
+        self.a = tp.external(f"{base.name}.lora_A", rank * fan_in * ADAPTER_BYTES, WEIGHTS, True, leaf=True)
+        self.b = tp.external(f"{base.name}.lora_B", fan_out * rank * ADAPTER_BYTES, WEIGHTS, True, leaf=True)
+
+    def forward(self, tp: Tape, name: str, x: T, out_nbytes: int, bias: T | None) -> T:
+        tokens = out_nbytes // (self.fan_out * self.dtype_bytes)
+        frozen = T(self.name, self.storage, requires_grad=False, leaf=True)
+        result = ops.linear(tp, name, x, frozen, out_nbytes, bias)
+        xa = ops.cast(tp, f"{name}.lora_x", x, tokens * self.fan_in * ADAPTER_BYTES)
+        h = ops.linear(tp, f"{name}.lora_A", xa, self.a, tokens * self.rank * ADAPTER_BYTES)
+        tp.drop(xa)
+        y = ops.linear(tp, f"{name}.lora_B", h, self.b, tokens * self.fan_out * ADAPTER_BYTES)
+        tp.drop(h)
+        scaled = ops.scale(tp, f"{name}.lora_scaling", y)
+        tp.drop(y)
+        summed = ops.add(tp, f"{name}.lora_add", result, scaled, scaled.nbytes)  # promoted to fp32
+        tp.drop(result, scaled)
+        out = ops.cast(tp, f"{name}.lora_out", summed, out_nbytes)
+        tp.drop(summed)
+        return out
+
+
+def adapter_param_bytes(spec: LoraSpec, dims: dict[str, tuple[int, int]]) -> list[int]:
+    """Each adapter matrix's bytes for one layer: A is [rank, in], B is [out, rank]."""
+    out = []
+    for name in spec.targets:
+        fan_in, fan_out = dims[name]
+        out += [spec.rank * fan_in * ADAPTER_BYTES, fan_out * spec.rank * ADAPTER_BYTES]
+    return out

@@ -1,0 +1,134 @@
+"""ModelSpec: the architecture facts memory depends on, read from a Hugging Face config.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import InputError
+
+# model_type values whose decoder layer the hf-transformers profile models.
+DENSE_TYPES = {"llama", "mistral", "qwen2"}
+MOE_TYPES = {"mixtral", "qwen2_moe"}
+SUPPORTED_TYPES = DENSE_TYPES | MOE_TYPES
+REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    model_type: str
+    hidden_size: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    num_layers: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    # Mixture of experts (0 experts: dense).
+    num_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0
+    shared_expert_intermediate_size: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_heads}) must be a multiple of num_key_value_heads ({self.num_kv_heads})"
+            )
+        return self
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    def layer_param_count(self) -> int:
+        d = self.hidden_size
+        attn = d * self.q_dim * 2 + d * self.kv_dim * 2
+        if self.attention_bias:
+            attn += self.q_dim + 2 * self.kv_dim
+        if self.is_moe:
+            mlp = self.num_experts * 3 * d * self.moe_intermediate_size + d * self.num_experts
+            if self.shared_expert_intermediate_size:
+                mlp += 3 * d * self.shared_expert_intermediate_size + d
+        else:
+            mlp = 3 * d * self.intermediate_size
+        return attn + mlp + 2 * d
+
+    def param_count(self) -> int:
+        embed = self.vocab_size * self.hidden_size
+        head = 0 if self.tie_word_embeddings else embed
+        return embed + head + self.num_layers * self.layer_param_count() + self.hidden_size
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], name: str = "inline") -> ModelSpec:
+        """Build from config.json keys; a missing or invalid key is a one-line InputError."""
+        missing = [k for k in REQUIRED_KEYS if k not in cfg]
+        if missing:
+            raise InputError(f"model config '{name}': missing key(s) {', '.join(missing)}; a Hugging Face config.json has them")
+        model_type = cfg.get("model_type", "llama")
+        if model_type not in SUPPORTED_TYPES:
+            raise InputError(
+                f"model config '{name}': model_type '{model_type}' is not modeled yet; supported: {', '.join(sorted(SUPPORTED_TYPES))}"
+            )
+        heads = cfg["num_attention_heads"]
+        hidden = cfg["hidden_size"]
+        moe = model_type in MOE_TYPES
+        fields = dict(
+            name=name,
+            model_type=model_type,
+            hidden_size=hidden,
+            intermediate_size=cfg.get("intermediate_size") or 4 * hidden,
+            num_layers=cfg["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=cfg.get("num_key_value_heads") or heads,
+            head_dim=cfg.get("head_dim") or (hidden // heads if heads else 0),
+            vocab_size=cfg["vocab_size"],
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            attention_bias=bool(cfg.get("attention_bias", model_type.startswith("qwen2"))),
+            mlp_bias=bool(cfg.get("mlp_bias", False)),
+        )
+        if moe:
+            fields.update(
+                num_experts=cfg.get("num_local_experts") or cfg.get("num_experts") or 0,
+                experts_per_token=cfg.get("num_experts_per_tok") or 0,
+                moe_intermediate_size=cfg.get("moe_intermediate_size") or cfg.get("intermediate_size") or 0,
+                shared_expert_intermediate_size=cfg.get("shared_expert_intermediate_size") or 0,
+            )
+        try:
+            return cls(**fields)
+        except ValueError as e:
+            raise InputError(f"model config '{name}': {_first_error(e)}") from None
+
+    @classmethod
+    def from_path(cls, path: Path) -> ModelSpec:
+        try:
+            cfg = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"model: cannot read config.json at '{path}': {e}") from None
+        return cls.from_config(cfg, name=Path(path).stem)
+
+
+def _first_error(e: ValueError) -> str:
+    errs = getattr(e, "errors", None)
+    if callable(errs):
+        err = errs()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        return f"{loc}: {err['msg']}" if loc else err["msg"]
+    return str(e)

@@ -1,0 +1,360 @@
+"""Programs for one step of a Hugging Face transformers causal LM: train, prefill, decode, generate.
+
+The step protocols (what the executors run, and what a user's loop does):
+- train:   loss = model(input_ids=ids, labels=ids).loss; loss.backward(); optimizer.step();
+           optimizer.zero_grad(set_to_none=True), in its steady state (the outputs object is
+           dropped before backward, as Trainer.compute_loss does).
+- prefill: under torch.no_grad(), model(input_ids, use_cache=True, logits_to_keep=1), as
+           generate() runs a prompt.
+- decode:  one new token per sequence against a cache of `seq` tokens.
+- generate: prefill of `seq` tokens, then `new_tokens` decode steps, greedy, as
+           GenerationMixin._sample runs them; the peak is the larger of the prefill and the
+           last decode step, which holds the longest cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import ops
+from ..model import ModelSpec
+from ..optimizers import optimizer_cost
+from ..program import Program
+from ..simulator import cuda_rounded
+from ..tape import ACTIVATIONS, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, T, Tape
+from . import hf_transformers as hf
+from .hf_transformers import FP32, INT64, Shapes
+from ..methods.lora import LoraSpec, LoraWeight, adapter_param_bytes
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    model: ModelSpec
+    task: str
+    batch: int
+    seq: int
+    dtype_bytes: int
+    attention: str = "sdpa"
+    optimizer: str = "adamw"
+    optimizer_impl: str = "foreach"
+    checkpoint_every: int = 0  # 0: off; k: layers i with i % k == 0 are checkpointed
+    lora_rank: int = 0
+    lora_targets: tuple[str, ...] = ()
+    new_tokens: int = 0
+
+
+@dataclass
+class _Layers:
+    """Build layer segments, one template per distinct kind of layer."""
+
+    cfg: StepConfig
+    sh: Shapes
+    owed_cache_bytes: int = 0
+    param_sizes: list[int] = field(default_factory=list)
+
+
+def param_sizes(cfg: StepConfig) -> tuple[list[int], list[int]]:
+    """Every parameter's bytes, and the trainable ones' (for gradients and optimizer state)."""
+    m, b = cfg.model, cfg.dtype_bytes
+    d = m.hidden_size
+    layer = [d * m.q_dim, d * m.kv_dim, d * m.kv_dim, m.q_dim * d]
+    layer += [d * m.intermediate_size] * 3 + [d, d]
+    if m.attention_bias:
+        layer += [m.q_dim, m.kv_dim, m.kv_dim]
+    all_params = [m.vocab_size * d] + layer * m.num_layers + [d]
+    if not m.tie_word_embeddings:
+        all_params.append(m.vocab_size * d)
+    all_bytes = [n * b for n in all_params]
+    if cfg.lora_rank:
+        dims = {name: _linear_dims(m, name) for name in LORA_TARGETS}
+        trainable = adapter_param_bytes(LoraSpec(cfg.lora_rank, cfg.lora_targets), dims) * m.num_layers
+        return all_bytes + trainable, trainable
+    return all_bytes, all_bytes
+
+
+def _linear_dims(m: ModelSpec, name: str) -> tuple[int, int]:
+    d, f = m.hidden_size, m.intermediate_size
+    return {
+        "q_proj": (d, m.q_dim), "k_proj": (d, m.kv_dim), "v_proj": (d, m.kv_dim), "o_proj": (m.q_dim, d),
+        "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d),
+    }[name]
+
+
+def build_program(cfg: StepConfig) -> Program:
+    if cfg.task == "train":
+        return _train(cfg)
+    if cfg.task == "prefill":
+        return _prefill(cfg)
+    if cfg.task == "decode":
+        return _decode(cfg, cfg.seq)
+    if cfg.task == "generate":
+        return _generate(cfg)
+    raise ValueError(cfg.task)
+
+
+# ---------------------------------------------------------------------------------------------
+def _weights(prog: Program, cfg: StepConfig) -> list[int]:
+    all_bytes, trainable = param_sizes(cfg)
+    prog.static("weights", sum(cuda_rounded(n) for n in all_bytes), WEIGHTS)
+    return trainable
+
+
+def _embed(tp: Tape, sh: Shapes, trainable: bool) -> tuple[T, T, T]:
+    m = sh.model
+    ids = tp.new("input_ids", sh.tokens * INT64)
+    table = tp.external("embed_tokens", m.vocab_size * m.hidden_size * sh.dtype_bytes, WEIGHTS, trainable, leaf=True)
+    # embedding_dense_backward (CUDA): sorted and original indices, then the table's gradient.
+    x0 = tp.op("embedding", [table, ids], sh.act(m.hidden_size), [ids], (ops.ws(2 * sh.tokens * INT64), ("grad", 0)))
+    return ids, table, x0
+
+
+def _lora(cfg: StepConfig, tp: Tape, sh: Shapes, w: hf.LayerWeights) -> None:
+    for name in cfg.lora_targets:
+        attr = name.removesuffix("_proj")
+        fan_in, fan_out = _linear_dims(sh.model, name)
+        setattr(w, attr, LoraWeight(getattr(w, attr), fan_in, fan_out, cfg.lora_rank, sh.dtype_bytes, tp))
+
+
+def _layer_forward(cfg: StepConfig, tp: Tape, sh: Shapes, x: T, cos: T, sin: T, cache: list, mask) -> T:
+    w = hf.layer_weights(tp, sh, trainable=not cfg.lora_rank)
+    if cfg.lora_rank:
+        _lora(cfg, tp, sh, w)
+    return hf.decoder_layer(tp, sh, x, w, cos, sin, cache, mask)
+
+
+def _train(cfg: StepConfig) -> Program:
+    m = cfg.model
+    use_cache = cfg.checkpoint_every == 0  # transformers turns the cache off under checkpointing
+    sh = Shapes(m, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention)
+    prog = Program()
+    trainable = _weights(prog, cfg)
+    cost = optimizer_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
+    prog.static("optimizer state", cost.state_bytes, OPTIMIZER)
+
+    # Prologue: ids, embedding, positions, rotary tables, mask.
+    tp0 = Tape()
+    ids, table, x0 = _embed(tp0, sh, trainable=not cfg.lora_rank)
+    pos = tp0.new("position_ids", sh.seq * INT64)
+    cos, sin = hf.rotary_tables(tp0, sh)
+    mask = hf.causal_mask(tp0, sh)
+    prog.add("forward", tp0.events)
+    mark0 = len(tp0.events)
+
+    # Layers: layer 0 keeps its input (inputs_embeds lives on in LlamaModel.forward); the others
+    # free theirs when the loop rebinds hidden_states. Checkpointing changes what a layer keeps.
+    kinds = _layer_kinds(cfg)
+    built = []
+    owed = 0
+    x0_owed = 0
+    for first, count, ckpt in kinds:
+        tp = Tape()
+        x = tp.incoming("hidden", sh.act(m.hidden_size), ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
+        ext_cos = tp.external("cos", cos.nbytes)
+        ext_sin = tp.external("sin", sin.nbytes)
+        ext_mask = tp.external("mask", mask.nbytes) if mask is not None else None
+        if ckpt:
+            fwd, bwd, held = _checkpointed_layer(cfg, sh, first, ext_cos, ext_sin, ext_mask)
+            x0_owed = 0 if first else x0_owed
+        else:
+            cache = [] if use_cache else None
+            out = _layer_forward(cfg, tp, sh, x, ext_cos, ext_sin, cache, ext_mask)
+            if cache:
+                owed += count * sum(tp.release_later(t) for t in cache)
+            if first:  # inputs_embeds: freed when LlamaModel.forward returns, unless saved
+                x0_owed = tp.release_later(x)
+            else:
+                tp.drop(x)
+            fwd = list(tp.events)
+            g = tp.incoming("grad.hidden", sh.act(m.hidden_size), TEMPORARIES)
+            tp.backward({id(out): g})
+            bwd = tp.events[len(fwd):]
+        prog.add("forward", fwd, count)
+        built.append((bwd, count))
+
+    # Epilogue: final norm, lm_head, loss; the outputs (and their cache) die before backward.
+    tp2 = Tape()
+    h_last = tp2.incoming("hidden", sh.act(m.hidden_size), ACTIVATIONS, requires_grad=True)
+    norm_w = tp2.external("norm", m.hidden_size * sh.dtype_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
+    hn = hf.rms_norm(tp2, sh, h_last, norm_w)
+    tp2.drop(h_last)
+    if x0_owed:
+        tp2.events.append((x0_owed, ACTIVATIONS, -1))  # inputs_embeds
+    tp2.events.append((pos.nbytes, ACTIVATIONS, -1))
+    if mask is not None:
+        tp2.events.append((mask.nbytes, ACTIVATIONS, -1))
+    head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.dtype_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
+    if m.tie_word_embeddings:
+        table.has_grad = True  # tied: lm_head's gradient lands in .grad first; the embedding's is added in place
+    loss, tail = _loss(tp2, sh, hn, head_w)
+    tp2.drop(hn)
+    if owed:
+        tp2.events.append((owed, KV_CACHE, -1))
+    prog.add("forward", tp2.events)
+    mark2 = len(tp2.events)
+    seed = tp2.new("loss.grad", FP32, TEMPORARIES)
+    tp2.backward({id(loss): seed})
+    tp2.drop(loss, *tail)
+    prog.add("backward", tp2.events[mark2:])
+
+    for bwd, count in reversed(built):
+        prog.add("backward", bwd, count)
+    # Layer 0's input gradient flows into the embedding.
+    g0 = tp0.incoming("grad.hidden", x0.nbytes, TEMPORARIES)
+    x0.storage.external = True  # its free was accounted where its last reference died
+    tp0.backward({id(x0): g0})
+    tp0.drop(cos, sin)  # saved by every layer's rope: layer 0's backward released the last
+    prog.add("backward", tp0.events[mark0:])
+
+    # optimizer.step() then zero_grad(set_to_none=True).
+    grads = sum(cuda_rounded(n) for n in trainable)
+    prog.add("optimizer", [(cost.step_temp_bytes, TEMPORARIES, 1), (cost.step_temp_bytes, TEMPORARIES, -1), (grads, GRADIENTS, -1)])
+    return prog
+
+
+def _input_needs_grad(cfg: StepConfig, first: bool) -> bool:
+    """A layer's input needs grad unless it is the frozen embedding's output; under checkpointing
+    PEFT users call enable_input_require_grads(), which marks it too."""
+    return not (first and cfg.lora_rank and not cfg.checkpoint_every)
+
+
+def _layer_kinds(cfg: StepConfig) -> list[tuple[bool, int, bool]]:
+    """(is layer 0, how many, checkpointed) runs of identical layers."""
+    L, k = cfg.model.num_layers, cfg.checkpoint_every
+    flags = [bool(k) and i % k == 0 for i in range(L)]
+    runs: list[tuple[bool, int, bool]] = [(True, 1, flags[0])]
+    for i in range(1, L):
+        if runs[-1][0] is False and runs[-1][2] == flags[i]:
+            runs[-1] = (False, runs[-1][1] + 1, flags[i])
+        else:
+            runs.append((False, 1, flags[i]))
+    return runs
+
+
+def _checkpointed_layer(cfg, sh, first, cos, sin, mask):
+    """torch.utils.checkpoint, non-reentrant (transformers 5's default): the forward runs without
+    saving anything but the layer's input; backward reruns the layer with grad (stopping early,
+    before the last residual add), backprops through it, then lets the input go."""
+    tp = Tape(grad_enabled=False)
+    x = tp.incoming("hidden", sh.act(sh.model.hidden_size), ACTIVATIONS)
+    tp._hold(x)  # the checkpoint's saved input
+    out = _layer_forward(cfg, tp, sh, x, cos, sin, None, mask)
+    if not first:
+        tp.drop(x)  # the loop variable; the checkpoint still holds it
+    fwd = list(tp.events)
+
+    rt = Tape()
+    xr = rt.incoming("hidden", x.nbytes, ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
+    out2 = _layer_forward(cfg, rt, sh, xr, cos, sin, None, mask)
+    rt.drop(out2)  # recomputed outputs are discarded (early stop skips even this last add)
+    g = rt.incoming("grad.hidden", out.nbytes, TEMPORARIES)
+    rt.backward({id(out2): g})  # out2's node is still on the tape: the gradient flows through it
+    rt.drop(xr)  # the checkpoint's hold; layer 0's input also dies here (its forward var is gone)
+    return fwd, list(rt.events), 0
+
+
+def _loss(tp: Tape, sh: Shapes, hn: T, head_w: T) -> tuple[T, list[T]]:
+    """LlamaForCausalLM.forward + loss_utils.ForCausalLMLoss: logits for every position, upcast
+    to fp32, labels padded and shifted, cross_entropy = log_softmax + nll_loss."""
+    V = sh.model.vocab_size
+    logits = ops.linear(tp, "lm_head", hn, head_w, sh.act(V))
+    l32 = ops.cast(tp, "loss.logits_fp32", logits, sh.act(V, FP32))
+    padded = tp.new("loss.labels_padded", sh.batch * (sh.seq + 1) * INT64)
+    shifted = tp.new("loss.labels_shifted", sh.tokens * INT64)
+    lsm = ops.unary_saving_output(tp, "log_softmax", l32)
+    loss, total_weight = tp.op("nll_loss", [lsm], FP32, extra_outputs=(FP32,))
+    tp.record("nll_loss", [lsm], loss, [shifted, total_weight], (("grad", 0),))
+    tp.drop(total_weight, lsm, l32, padded, shifted)
+    tp.drop(logits)  # outputs.logits dies with the outputs object
+    return loss, []
+
+
+# ---------------------------------------------------------------------------------------------
+def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, logits_rows: int) -> int:
+    """One no-grad forward that appends to a DynamicCache of `sh.past` tokens. Returns the bytes
+    it leaves behind (the grown cache and the kept logits)."""
+    m = cfg.model
+    tp0 = Tape(grad_enabled=False)
+    ids = tp0.new("input_ids", sh.tokens * INT64)
+    x0 = tp0.new("embedding", sh.act(m.hidden_size))
+    pos = tp0.new("position_ids", sh.seq * INT64)
+    cos, sin = hf.rotary_tables(tp0, sh)
+    mask = hf.causal_mask(tp0, sh)
+    prog.add(label, tp0.events)
+
+    kinds = [(True, 1), (False, m.num_layers - 1)]
+    for first, count in kinds:
+        tp = Tape(grad_enabled=False)
+        x = tp.incoming("hidden", x0.nbytes)
+        past = Shapes(m, sh.batch, sh.past, sh.dtype_bytes, sh.attention)
+        cache = [tp.incoming("cache.k", past.kv_bytes, KV_CACHE), tp.incoming("cache.v", past.kv_bytes, KV_CACHE)] if sh.past else []
+        out = _layer_forward(cfg, tp, sh, x, tp.external("cos", cos.nbytes), tp.external("sin", sin.nbytes), cache,
+                             tp.external("mask", mask.nbytes) if mask is not None else None)
+        if not first:
+            tp.drop(x)
+        prog.add(label, tp.events, count)
+
+    tp2 = Tape(grad_enabled=False)
+    h_last = tp2.incoming("hidden", x0.nbytes)
+    norm_w = tp2.external("norm", m.hidden_size * sh.dtype_bytes, WEIGHTS)
+    hn = hf.rms_norm(tp2, sh, h_last, norm_w)
+    tp2.drop(h_last)
+    for t in (x0, pos, cos, sin):
+        tp2.events.append((t.nbytes, ACTIVATIONS, -1))
+    if mask is not None:
+        tp2.events.append((mask.nbytes, ACTIVATIONS, -1))
+    rows = Shapes(m, sh.batch, logits_rows, sh.dtype_bytes, sh.attention)
+    sliced = tp2.new("hidden[:, -k:]", rows.act(m.hidden_size)) if logits_rows != sh.seq else None
+    logits = tp2.new("logits", rows.act(m.vocab_size))
+    tp2.drop(hn, sliced)
+    prog.add(label, tp2.events)
+    return logits.nbytes, ids.nbytes
+
+
+def _prefill(cfg: StepConfig) -> Program:
+    prog = Program()
+    _weights(prog, cfg)
+    sh = Shapes(cfg.model, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention)
+    _inference_forward(prog, cfg, sh, "prefill", logits_rows=1)
+    return prog
+
+
+def _cache_static(prog: Program, cfg: StepConfig, tokens: int) -> None:
+    sh = Shapes(cfg.model, cfg.batch, tokens, cfg.dtype_bytes, cfg.attention)
+    prog.static("kv cache", 2 * cfg.model.num_layers * cuda_rounded(sh.kv_bytes), KV_CACHE)
+
+
+def _decode(cfg: StepConfig, past: int, prog: Program | None = None) -> Program:
+    prog = prog or Program()
+    if not prog.segments:
+        _weights(prog, cfg)
+        _cache_static(prog, cfg, past)
+    sh = Shapes(cfg.model, cfg.batch, 1, cfg.dtype_bytes, cfg.attention, past=past)
+    _inference_forward(prog, cfg, sh, "decode", logits_rows=1)
+    return prog
+
+
+def _generate(cfg: StepConfig) -> Program:
+    """The last decode step holds the longest cache; generate's own tensors ride along: the
+    growing input_ids, the fp32 copy of the next-token logits, the unfinished-sequence flags."""
+    prefill = _prefill(cfg)
+    if cfg.new_tokens <= 1:
+        return prefill
+    m = cfg.model
+    past = cfg.seq + cfg.new_tokens - 2  # the cache before the last step's forward
+    last = Program()
+    _weights(last, cfg)
+    _cache_static(last, cfg, past)
+    ids = cfg.batch * (past + 1) * INT64
+    last.static("generate state", ids + cfg.batch * m.vocab_size * FP32, ACTIVATIONS)
+    _decode(cfg, past, last)
+    prefill.notes.append("generate: peak of prefill and of the last decode step")
+    return _max_program(prefill, last)
+
+
+def _max_program(a: Program, b: Program) -> Program:
+    """A program whose peak is the larger of two alternatives' (they never coexist)."""
+    from ..simulator import simulate
+
+    return a if simulate(a).bytes >= simulate(b).bytes else b

@@ -1,0 +1,320 @@
+"""Runtime profile `hf-transformers`: what Hugging Face transformers 5.x allocates.
+
+Each function below mirrors the transformers 5.17 code it names (models/llama/modeling_llama.py,
+integrations/sdpa_attention.py, loss/loss_utils.py, cache_utils.py) op by op, with Python's
+variable lifetimes: a tensor dies when its last variable is rebound or goes out of scope, unless
+autograd saved it. The same code serves Llama, Mistral and Qwen2 (bias on q/k/v).
+
+Checked against fake-tensor traces of the real code (memsim trace; tests/test_traced.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import ops
+from ..model import ModelSpec
+from ..tape import ACTIVATIONS, KV_CACHE, WEIGHTS, T, Tape
+
+FP32 = 4
+INT64 = 8
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Sizes of one forward: b sequences of s new tokens attending to `past` cached ones."""
+
+    model: ModelSpec
+    batch: int
+    seq: int
+    dtype_bytes: int  # activations and weights (no autocast)
+    attention: str  # eager | sdpa
+    past: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+    @property
+    def kv_len(self) -> int:
+        return self.past + self.seq
+
+    def act(self, width: int, dtype_bytes: int | None = None) -> int:
+        """Bytes of a [batch, seq, width] tensor."""
+        return self.tokens * width * (dtype_bytes or self.dtype_bytes)
+
+    @property
+    def kv_bytes(self) -> int:
+        """One layer's K (or V) cache after this forward."""
+        m = self.model
+        return self.batch * m.num_kv_heads * self.kv_len * m.head_dim * self.dtype_bytes
+
+    @property
+    def sdpa_kernel(self) -> str:
+        """The kernel CUDA's SDPA picks (torch sdp_utils.cpp), given transformers' arguments: GQA
+        goes to the kernel with enable_gqa, which flash supports and memory-efficient does not."""
+        m = self.model
+        gqa = m.num_heads != m.num_kv_heads
+        aligned = m.head_dim % 8 == 0 and m.head_dim <= 256
+        if self.dtype_bytes == 2 and aligned:
+            return "flash"
+        if aligned and not gqa:
+            return "efficient"
+        return "math"
+
+
+@dataclass
+class LayerWeights:
+    q: T
+    k: T
+    v: T
+    o: T
+    gate: T
+    up: T
+    down: T
+    ln1: T
+    ln2: T
+    q_bias: T | None = None
+    k_bias: T | None = None
+    v_bias: T | None = None
+
+
+def layer_weights(tp: Tape, sh: Shapes, trainable: bool) -> LayerWeights:
+    m, b = sh.model, sh.dtype_bytes
+    d = m.hidden_size
+
+    def w(name, n):
+        return tp.external(name, n * b, WEIGHTS, requires_grad=trainable, leaf=True)
+
+    lw = LayerWeights(
+        q=w("q_proj", d * m.q_dim), k=w("k_proj", d * m.kv_dim), v=w("v_proj", d * m.kv_dim),
+        o=w("o_proj", m.q_dim * d), gate=w("gate_proj", d * m.intermediate_size),
+        up=w("up_proj", d * m.intermediate_size), down=w("down_proj", m.intermediate_size * d),
+        ln1=w("input_layernorm", d), ln2=w("post_attention_layernorm", d),
+    )
+    if m.attention_bias:
+        lw.q_bias, lw.k_bias, lw.v_bias = w("q_bias", m.q_dim), w("k_bias", m.kv_dim), w("v_bias", m.kv_dim)
+    return lw
+
+
+# -- LlamaRMSNorm.forward ----------------------------------------------------------------------
+def rms_norm(tp: Tape, sh: Shapes, x: T, weight: T) -> T:
+    d = sh.model.hidden_size
+    x32 = ops.cast(tp, "norm.to_fp32", x, sh.act(d, FP32))  # hidden_states.to(torch.float32)
+    sq = ops.unary_saving_input(tp, "norm.pow", x32, bwd_temps=(x32.nbytes, x32.nbytes))
+    var = ops.reduce(tp, "norm.mean", sq, sh.act(1, FP32))
+    tp.drop(sq)
+    eps = tp.op("norm.add_eps", [var], var.nbytes, (), (("pass", 0),))
+    rs = ops.unary_saving_output(tp, "norm.rsqrt", eps, bwd_temps=(eps.nbytes, eps.nbytes))
+    tp.drop(eps)
+    normed = ops.mul(tp, "norm.mul", x32, rs, x32.nbytes)
+    tp.drop(rs, x32)
+    cast = ops.cast(tp, "norm.to_dtype", normed, sh.act(d))
+    out = ops.mul(tp, "norm.weight", weight, cast, cast.nbytes)
+    tp.drop(cast, normed, var)
+    return out
+
+
+# -- apply_rotary_pos_emb / rotate_half --------------------------------------------------------
+def rope(tp: Tape, x: T, cos: T, sin: T) -> T:
+    full, half = x.nbytes, x.nbytes // 2
+    a = ops.mul(tp, "rope.mul_cos", x, cos, full)
+    x1 = tp.view("rope.x1", x, half, recipe=(("grad", 0, full),))  # slice backward: zeros + copy
+    x2 = tp.view("rope.x2", x, half, recipe=(("grad", 0, full),))
+    neg = tp.op("rope.neg", [x2], half, (), (("grad", 0),))
+    rot = tp.op("rope.cat", [neg, x1], full, (), (("pass", 0), ("pass", 1)))
+    tp.drop(neg, x1, x2)
+    b = ops.mul(tp, "rope.mul_sin", rot, sin, full)
+    tp.drop(rot)
+    out = ops.add(tp, "rope.add", a, b)
+    tp.drop(a, b)
+    return out
+
+
+# -- LlamaAttention.forward ----------------------------------------------------------------------
+def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache: list, mask: T | None) -> T:
+    m = sh.model
+    q = ops.linear(tp, "q_proj", h, w.q, sh.act(m.q_dim), w.q_bias)
+    k = ops.linear(tp, "k_proj", h, w.k, sh.act(m.kv_dim), w.k_bias)
+    v = ops.linear(tp, "v_proj", h, w.v, sh.act(m.kv_dim), w.v_bias)
+    qe = rope(tp, q, cos, sin)
+    ke = rope(tp, k, cos, sin)
+    tp.drop(q, k)
+    if cache is None:  # use_cache=False (gradient checkpointing)
+        kc, vc = ke, v
+    else:
+        kc, vc = cache_update(tp, sh, ke, v, cache)
+        tp.drop(ke, v)
+    if sh.attention == "eager":
+        out = eager_attention(tp, sh, qe, kc, vc, mask)
+    else:
+        out = sdpa_attention(tp, sh, qe, kc, vc)
+    tp.drop(qe, kc, vc)
+    o = ops.linear(tp, "o_proj", out, w.o, sh.act(m.hidden_size))
+    tp.drop(out)
+    return o
+
+
+def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
+    """DynamicLayer.update: keys = torch.cat([keys, new]) (an empty tensor at first). `cache`
+    holds this layer's [K, V] from earlier steps (empty at first); it keeps the new ones."""
+    out = []
+    for i, new in enumerate((k, v)):
+        old = cache[i] if cache else None
+        inputs = [new] if old is None else [old, new]
+        t = tp.op("cache.cat", inputs, sh.kv_bytes, (), tuple(("pass", j) for j in range(len(inputs))))
+        t.storage.category = KV_CACHE
+        tp.events[-1] = (t.nbytes, KV_CACHE, 1)
+        if old is not None:
+            tp.drop(old)
+        out.append(t)
+    cache[:] = [tp._hold(out[0]), tp._hold(out[1])]
+    return out[0], out[1]
+
+
+def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T) -> T:
+    """sdpa_attention_forward: one fused kernel; transpose(1, 2).contiguous() of its output is free."""
+    m = sh.model
+    b, hq, s, hd = sh.batch, m.num_heads, sh.seq, m.head_dim
+    kernel = sh.sdpa_kernel
+    out_bytes = sh.act(m.q_dim)
+    if kernel == "math":
+        return math_attention(tp, sh, q, k, v)
+    if kernel == "flash":
+        lse_bytes = b * hq * s * FP32
+        # flash_api.cpp mha_bwd: softmax_d [b, h, s128] and dq_accum [b, s128, h, hd32] in fp32;
+        # with GQA, dk/dv are first computed per query head ([b, s_k, h, hd]) then summed.
+        s128 = -(-s // 128) * 128
+        hd32 = -(-hd // 32) * 32 if hd <= 192 else 256
+        workspace = [b * hq * s128 * FP32, b * s128 * hq * hd32 * FP32]
+        if m.num_kv_heads != hq:
+            workspace += [b * sh.kv_len * hq * hd * sh.dtype_bytes] * 2
+    else:  # memory-efficient: logsumexp padded to 32 rows
+        lse_bytes = b * hq * (-(-s // 32) * 32) * FP32 if tp.grad_enabled and q.requires_grad else 0
+        workspace = [b * hq * s * FP32]  # delta
+    out, lse, seed, offset = tp.op(f"sdpa.{kernel}", [q, k, v], out_bytes, extra_outputs=(lse_bytes, 8, 8))
+    recipe = (("grad", 0), ("grad", 1), ("grad", 2)) + tuple(ops.ws(n) for n in workspace)
+    tp.record(f"sdpa.{kernel}", [q, k, v], out, [q, k, v, out, lse, seed, offset], recipe)
+    tp.drop(lse, seed, offset)
+    return out
+
+
+def math_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T) -> T:
+    """aten/src/ATen/native/transformers/attention.cpp _scaled_dot_product_attention_math with
+    enable_gqa and is_causal: K and V repeated per query head, q and k scaled by sqrt(scale),
+    scores masked by a tril boolean, softmax, then @ V."""
+    m = sh.model
+    b, hq, s, kv = sh.batch, m.num_heads, sh.seq, sh.kv_len
+    rep = m.num_heads // m.num_kv_heads
+    scores = b * hq * s * kv * sh.dtype_bytes
+    kr = repeat_kv(tp, sh, k, rep)
+    vr = repeat_kv(tp, sh, v, rep)
+    qs = ops.scale(tp, "math.q_scale", q)
+    ks = ops.scale(tp, "math.k_scale", kr)
+    tp.drop(kr)
+    att = tp.op("math.qk", [qs, ks], scores, [qs, ks], (("grad", 0), ("grad", 1)))
+    tp.drop(qs, ks)
+    if s > 1:
+        tril = tp.new("math.tril", s * kv)
+        masked = tp.op("math.mask", [att], scores, (), (("grad", 0),))
+        tp.drop(tril, att)
+        att = masked
+    p = ops.unary_saving_output(tp, "math.softmax", att)
+    tp.drop(att)
+    out = tp.op("math.pv", [p, vr], sh.act(m.q_dim), [p, vr], (("grad", 0), ("grad", 1)))
+    tp.drop(p, vr)
+    return out
+
+
+def repeat_kv(tp: Tape, sh: Shapes, x: T, rep: int) -> T:
+    """expand + reshape: a copy per query head; backward sums the copies (one kv-size gradient)."""
+    if rep == 1:
+        return tp.view("repeat_kv", x)
+    return tp.op("repeat_kv", [x], x.nbytes * rep, (), (("grad", 0),))
+
+
+def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> T:
+    """eager_attention_forward: scores materialized, softmax in fp32, then cast back."""
+    m = sh.model
+    b, hq, s, kv = sh.batch, m.num_heads, sh.seq, sh.kv_len
+    rep = m.num_heads // m.num_kv_heads
+    scores = b * hq * s * kv * sh.dtype_bytes
+    kr = repeat_kv(tp, sh, k, rep)
+    vr = repeat_kv(tp, sh, v, rep)
+    qc = ops.copy(tp, "matmul.q_contiguous", q)  # q is [b, h, s, d] over a [b, s, h, d] layout
+    att = tp.op("attn.qk", [qc, kr], scores, [qc, kr], (("grad", 0), ("grad", 1)))
+    tp.drop(qc, kr)
+    scaled = ops.scale(tp, "attn.scale", att)
+    tp.drop(att)
+    if mask is not None:
+        masked = ops.add(tp, "attn.mask", scaled, mask, scores)
+        tp.drop(scaled)
+        scaled = masked
+    s32 = ops.cast(tp, "softmax.to_fp32", scaled, scores // sh.dtype_bytes * FP32)
+    p32 = ops.unary_saving_output(tp, "softmax", s32)
+    tp.drop(s32)
+    p = ops.cast(tp, "softmax.to_dtype", p32, scores)
+    tp.drop(p32, scaled)
+    out = tp.op("attn.pv", [p, vr], sh.act(m.q_dim), [p, vr], (("grad", 0), ("grad", 1)))
+    tp.drop(vr)
+    oc = ops.copy(tp, "attn.transpose_contiguous", out)
+    tp.drop(out, p)  # the attention weights are returned, then dropped by the decoder layer
+    return oc
+
+
+# -- LlamaMLP.forward --------------------------------------------------------------------------
+def mlp(tp: Tape, sh: Shapes, h: T, w: LayerWeights) -> T:
+    m = sh.model
+    gate = ops.linear(tp, "gate_proj", h, w.gate, sh.act(m.intermediate_size))
+    act = ops.unary_saving_input(tp, "act_fn", gate)
+    tp.drop(gate)
+    up = ops.linear(tp, "up_proj", h, w.up, sh.act(m.intermediate_size))
+    prod = ops.mul(tp, "act*up", act, up, act.nbytes)
+    tp.drop(act, up)
+    out = ops.linear(tp, "down_proj", prod, w.down, sh.act(m.hidden_size))
+    tp.drop(prod)
+    return out
+
+
+# -- LlamaDecoderLayer.forward -------------------------------------------------------------------
+def decoder_layer(tp: Tape, sh: Shapes, x: T, w: LayerWeights, cos: T, sin: T, cache: list, mask: T | None) -> T:
+    h = rms_norm(tp, sh, x, w.ln1)
+    a = attention(tp, sh, h, w, cos, sin, cache, mask)
+    tp.drop(h)
+    mid = ops.add(tp, "residual.attn", x, a)
+    tp.drop(a)
+    h = rms_norm(tp, sh, mid, w.ln2)
+    f = mlp(tp, sh, h, w)
+    tp.drop(h)
+    out = ops.add(tp, "residual.mlp", mid, f)
+    tp.drop(f, mid)
+    return out
+
+
+# -- LlamaModel.forward: position ids, rotary tables, the mask ------------------------------------
+def rotary_tables(tp: Tape, sh: Shapes) -> tuple[T, T]:
+    """LlamaRotaryEmbedding.forward: fp32 tables for the positions, then cast to the model dtype."""
+    b, s, hd = sh.batch, sh.seq, sh.model.head_dim
+    inv = tp.new("rope.inv_freq", hd // 2 * FP32)
+    freqs = tp.new("rope.freqs", b * s * hd // 2 * FP32)
+    emb = tp.new("rope.emb", b * s * hd * FP32)
+    tabs = []
+    for fn in ("cos", "sin"):
+        raw = tp.new(f"rope.{fn}", emb.nbytes)
+        tabs.append(tp.new(f"rope.{fn}_scaled", emb.nbytes))
+        tp.drop(raw)
+    cos = tp.new("rope.cos_cast", b * s * hd * sh.dtype_bytes)
+    sin = tp.new("rope.sin_cast", b * s * hd * sh.dtype_bytes)
+    tp.drop(inv, freqs, emb, *tabs)
+    return cos, sin
+
+
+def causal_mask(tp: Tape, sh: Shapes) -> T | None:
+    """masking_utils.create_causal_mask: None for SDPA without padding (is_causal is used);
+    eager gets an additive [b, 1, s, kv] mask built from a boolean one."""
+    if sh.attention != "eager":
+        return None
+    keep = tp.new("mask.bool", sh.seq * sh.kv_len)
+    mask = tp.new("mask.additive", sh.batch * sh.seq * sh.kv_len * sh.dtype_bytes)
+    tp.drop(keep)
+    return mask

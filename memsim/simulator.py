@@ -1,0 +1,55 @@
+"""Walk a Program: the peak of live bytes and the breakdown by category at that instant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .program import Program
+from .tape import CATEGORIES
+
+# c10/cuda/CUDACachingAllocator.cpp: kMinBlockSize = 512; every request is rounded up to it.
+CUDA_BLOCK_BYTES = 512
+
+
+def cuda_rounded(nbytes: int) -> int:
+    """Bytes the CUDA caching allocator counts as allocated for one request."""
+    return -(-nbytes // CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES if nbytes > 0 else 0
+
+
+@dataclass
+class Peak:
+    bytes: int
+    breakdown: dict[str, int]
+    segment: str  # where it happens
+    final_bytes: int  # live at the end
+
+
+def simulate(program: Program, exclude: tuple[str, ...] = (), rounding=cuda_rounded) -> Peak:
+    """Peak live bytes over the program. Categories in `exclude` are left out (a fake-tensor
+    trace has no kernel workspaces, so comparisons with it exclude them)."""
+    live = dict.fromkeys(CATEGORIES, 0)
+    total = 0
+    best = (-1, dict(live), "")
+    for seg in program.segments:
+        # One pass over the segment: its net change and the instant of its internal maximum.
+        run = dict.fromkeys(CATEGORIES, 0)
+        run_total = 0
+        seg_max, seg_at = 0, dict(run)
+        for nbytes, cat, sign in seg.events:
+            if cat in exclude:
+                continue
+            delta = sign * rounding(nbytes)
+            run[cat] += delta
+            run_total += delta
+            if sign > 0 and run_total > seg_max:
+                seg_max, seg_at = run_total, dict(run)
+        # Iteration j starts at total + j * run_total; the highest is the first or the last.
+        j = seg.repeat - 1 if run_total > 0 else 0
+        candidate = total + j * run_total + seg_max
+        if candidate > best[0]:
+            at = {c: live[c] + j * run[c] + seg_at[c] for c in CATEGORIES}
+            best = (candidate, at, seg.name)
+        total += seg.repeat * run_total
+        for c in CATEGORIES:
+            live[c] += seg.repeat * run[c]
+    return Peak(max(best[0], 0), best[1], best[2], total)

@@ -1,0 +1,194 @@
+"""A symbolic autograd tape: what a PyTorch program allocates and frees, without torch.
+
+A runtime profile writes the forward pass op by op, as the real implementation runs it: each op
+allocates its outputs and, when grad flows, records a node holding the tensors autograd saves.
+`backward()` then replays autograd's engine: nodes in reverse creation order (the order of its
+ready queue for a single device), each allocating its inputs' gradients by a small recipe, then
+dropping the incoming gradient and its saved tensors; a gradient that arrives twice is summed out
+of place (autograd's InputBuffer), and a parameter's gradient is stolen into `.grad`.
+
+Every allocation and free lands, in order, on `events` as (bytes, category, +1 | -1); the
+simulator only sums those. Storages are reference counted like PyTorch's: views share one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Breakdown categories: the report's contract.
+WEIGHTS = "weights"
+GRADIENTS = "gradients"
+OPTIMIZER = "optimizer_state"
+ACTIVATIONS = "activations"
+KV_CACHE = "kv_cache"
+TEMPORARIES = "temporaries"
+WORKSPACE = "workspace"
+CATEGORIES = (WEIGHTS, GRADIENTS, OPTIMIZER, ACTIVATIONS, KV_CACHE, TEMPORARIES, WORKSPACE)
+
+Event = tuple[int, str, int]  # (bytes, category, +1 alloc / -1 free)
+
+
+@dataclass(eq=False)
+class Storage:
+    nbytes: int
+    category: str
+    refs: int = 0
+    external: bool = False  # allocated and freed outside this tape (weights, a previous segment)
+
+
+@dataclass(eq=False)
+class T:
+    """A tensor: a handle on a storage, with autograd's view of it."""
+
+    name: str
+    storage: Storage
+    requires_grad: bool = False
+    leaf: bool = False  # a parameter: its gradient goes to .grad
+    has_grad: bool = False  # a parameter whose .grad already exists
+    size: int = -1  # logical bytes (a slice is smaller than its storage); -1: the storage's
+
+    @property
+    def nbytes(self) -> int:
+        return self.storage.nbytes if self.size < 0 else self.size
+
+
+@dataclass(eq=False)
+class Node:
+    name: str
+    inputs: list[T]
+    output: T
+    saved: list[T]
+    recipe: tuple
+
+
+@dataclass
+class Tape:
+    grad_enabled: bool = True
+    events: list[Event] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+
+    # -- storages ----------------------------------------------------------------------------
+    def new(self, name: str, nbytes: int, category: str = ACTIVATIONS) -> T:
+        """Allocate a tensor the caller holds one reference to."""
+        st = Storage(int(nbytes), category, refs=1)
+        self.events.append((st.nbytes, category, 1))
+        return T(name, st)
+
+    def external(self, name: str, nbytes: int, category: str = ACTIVATIONS, requires_grad=False, leaf=False) -> T:
+        """A tensor allocated outside this tape: a weight, or the previous segment's output."""
+        return T(name, Storage(int(nbytes), category, refs=1, external=True), requires_grad, leaf)
+
+    def incoming(self, name: str, nbytes: int, category: str = ACTIVATIONS, requires_grad=False) -> T:
+        """A tensor a previous segment allocated and this one may free."""
+        return T(name, Storage(int(nbytes), category, refs=1), requires_grad)
+
+    def _hold(self, t: T) -> T:
+        t.storage.refs += 1
+        return t
+
+    def drop(self, *ts: T | None) -> None:
+        """Release one reference to each tensor's storage; free it when none is left."""
+        for t in ts:
+            if t is None:
+                continue
+            st = t.storage
+            st.refs -= 1
+            if st.refs == 0 and not st.external:
+                self.events.append((st.nbytes, st.category, -1))
+
+    def release_later(self, t: T) -> int:
+        """Drop a reference held by an object that dies later than this segment (a KV cache in
+        training). Returns the bytes whose free is then owed to whoever ends that object's life:
+        the whole storage if that reference was the last, else 0 (a saved reference frees it)."""
+        st = t.storage
+        st.refs -= 1
+        return st.nbytes if st.refs == 0 and not st.external else 0
+
+    # -- forward ----------------------------------------------------------------------------
+    def op(self, name: str, inputs: list[T], out_nbytes: int, saves=(), recipe=None, extra_outputs=()):
+        """Run an op: allocate its output (and extra, non-differentiable outputs such as a
+        logsumexp), recording a node that keeps `saves` when grad flows through it.
+
+        `recipe` lists what its backward does, in order:
+          ("grad", i[, nbytes])  allocate input i's gradient (of the input's size unless given)
+          ("pass", i)            hand the incoming gradient to input i unchanged (add, views)
+          ("tmp", nbytes[, cat]) allocate a temporary (a kernel workspace), freed when the node is done
+        """
+        out = self.new(name, out_nbytes)
+        extras = [self.new(f"{name}.{i}", n) for i, n in enumerate(extra_outputs)]
+        self._record(name, inputs, out, saves, recipe)
+        return (out, *extras) if extras else out
+
+    def view(self, name: str, x: T, nbytes: int = -1, recipe=(("pass", 0),)) -> T:
+        """An op whose output shares its input's storage: a view, a slice (`nbytes` smaller, and
+        backward allocating the input's full size), a transpose."""
+        out = T(name, self._hold(x).storage, size=nbytes)
+        self._record(name, [x], out, (), recipe)
+        return out
+
+    def record(self, name: str, inputs: list[T], out: T, saves, recipe) -> None:
+        """Record a node for an output allocated separately (ops with several outputs, ops
+        saving their own output)."""
+        self._record(name, inputs, out, saves, recipe)
+
+    def _record(self, name, inputs, out, saves, recipe) -> None:
+        if not (self.grad_enabled and recipe is not None and any(t.requires_grad for t in inputs)):
+            return
+        out.requires_grad = True
+        for s in saves:
+            self._hold(s)
+        self.nodes.append(Node(name, list(inputs), out, list(saves), recipe))
+
+    # -- backward ---------------------------------------------------------------------------
+    def backward(self, seeds: dict[int, T]) -> dict[int, T]:
+        """Replay autograd over this tape's nodes from gradients of some outputs (keyed by id).
+
+        Returns the gradients left for tensors no node here produced (a segment's inputs)."""
+        pending: dict[int, T] = dict(seeds)
+        for node in reversed(self.nodes):
+            grad_out = pending.pop(id(node.output), None)
+            if grad_out is None:
+                continue
+            temps: list[T] = []
+            produced: list[tuple[T, T]] = []
+            for step in node.recipe:
+                kind = step[0]
+                if kind == "tmp":
+                    cat = step[2] if len(step) > 2 else TEMPORARIES
+                    temps.append(self.new(f"{node.name}.bwd_tmp", step[1], cat))
+                    continue
+                x = node.inputs[step[1]]
+                if not x.requires_grad:
+                    continue
+                if kind == "pass":
+                    produced.append((x, self._hold(grad_out)))
+                elif x.leaf:
+                    nbytes = step[2] if len(step) > 2 else x.nbytes
+                    self._accumulate_leaf(x, self.new(f"grad.{x.name}", nbytes, GRADIENTS))
+                else:
+                    nbytes = step[2] if len(step) > 2 else x.nbytes
+                    produced.append((x, self.new(f"grad.{x.name}", nbytes, TEMPORARIES)))
+            self.drop(*temps)
+            self.drop(grad_out)
+            self.drop(*node.saved)
+            node.saved = []
+            for x, g in produced:
+                self._accumulate(pending, x, g)
+        return pending
+
+    def _accumulate(self, pending: dict[int, T], x: T, g: T) -> None:
+        prev = pending.get(id(x))
+        if prev is None:
+            pending[id(x)] = g
+            return
+        total = self.new(f"grad.{x.name}.sum", max(prev.nbytes, g.nbytes), TEMPORARIES)
+        self.drop(g, prev)
+        pending[id(x)] = total
+
+    def _accumulate_leaf(self, p: T, g: T) -> None:
+        # torch/csrc/autograd/functions/accumulate_grad.h: with .grad unset (zero_grad's default
+        # set_to_none=True) the gradient is stolen, no copy; a second one is added in place.
+        if p.has_grad:
+            self.drop(g)
+        else:
+            p.has_grad = True
