@@ -137,9 +137,23 @@ def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", at
         else:
             for p in model.parameters():
                 p.requires_grad_(False)
+        tr.reset_peak()  # the step's peak, not model construction's (as reset_peak_memory_stats after loading)
         run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt)
         # CPU-resident optimizer scalars (`step` of non-fused Adam) are not GPU memory.
         if opt is not None and impl != "fused":
             host = [s["step"] for s in opt.state.values() if "step" in s]
             tr.exclude_host(host)
     return TraceResult(tr.peak_bytes, tr.events[tr.peak_index].phase if tr.peak_index >= 0 else "", time.perf_counter() - t0, len(tr.events))
+
+
+def trace_workload(w) -> TraceResult:
+    """Trace a memsim Workload (see memsim.workload)."""
+    from memsim.catalog import raw_config
+    from memsim.predict import step_config
+
+    cfg = step_config(w)
+    return trace(
+        raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.compute, cfg.attention,
+        cfg.optimizer, cfg.optimizer_impl, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every),
+        cfg.new_tokens,
+    )

@@ -1,0 +1,1 @@
+"""Package data / code shipped under the memsim namespace (see pyproject.toml)."""

@@ -1,0 +1,67 @@
+"""The analytic-vs-traced matrix: small models of three families across every axis memsim models.
+
+Shared by tests/test_traced.py (CI) and benchmarks/traced_matrix.py (the committed table).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+# Small members of each family: real code paths (GQA, bias, untied/tied heads), CPU-quick sizes.
+FAMILIES = {
+    "llama": dict(model_type="llama", hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                  num_attention_heads=8, num_key_value_heads=2, vocab_size=1024, max_position_embeddings=4096,
+                  tie_word_embeddings=False),
+    "mistral": dict(model_type="mistral", hidden_size=256, intermediate_size=896, num_hidden_layers=3,
+                    num_attention_heads=4, num_key_value_heads=1, head_dim=64, vocab_size=2048,
+                    max_position_embeddings=4096, sliding_window=None, tie_word_embeddings=False),
+    "qwen2": dict(model_type="qwen2", hidden_size=192, intermediate_size=512, num_hidden_layers=3,
+                  num_attention_heads=6, num_key_value_heads=2, vocab_size=3000, max_position_embeddings=4096,
+                  tie_word_embeddings=True),
+}
+
+# (task, dtype, attention, optimizer, impl, methods, batch, seq, new tokens)
+CASES = [
+    ("train", "bf16", "sdpa", "adamw", "foreach", [], 2, 128, 0),
+    ("train", "bf16", "eager", "adamw", "fused", [], 2, 64, 0),
+    ("train", "fp32", "sdpa", "adamw", "for-loop", [], 1, 96, 0),
+    ("train", "fp32", "eager", "sgd", "foreach", [], 2, 64, 0),
+    ("train", "fp16", "sdpa", "sgd-momentum", "foreach", ["activation-checkpointing"], 2, 128, 0),
+    ("train", "bf16", "sdpa", "adamw", "foreach", ["activation-checkpointing"], 4, 64, 0),
+    ("train", "bf16", "sdpa", "adamw", "foreach", [{"name": "lora", "rank": 8}], 2, 128, 0),
+    ("train", "bf16", "eager", "adamw", "fused", [{"name": "lora", "rank": 4, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}], 2, 64, 0),
+    ("train", "fp32", "sdpa", "adamw", "foreach", [{"name": "lora", "rank": 16, "targets": ["gate_proj", "up_proj", "down_proj"]}], 1, 128, 0),
+    ("prefill", "bf16", "sdpa", "adamw", "foreach", [], 2, 256, 0),
+    ("prefill", "fp32", "eager", "adamw", "foreach", [], 1, 128, 0),
+    ("generate", "bf16", "sdpa", "adamw", "foreach", [], 2, 64, 6),
+    ("generate", "fp16", "eager", "adamw", "foreach", [], 1, 64, 4),
+    ("decode", "bf16", "sdpa", "adamw", "foreach", [], 4, 200, 0),
+]
+
+
+def workloads() -> list[tuple[str, dict]]:
+    """(case id, memsim workload dict) for every family x case."""
+    out = []
+    for (family, config), case in itertools.product(FAMILIES.items(), CASES):
+        task, dtype, attention, opt, impl, methods, batch, seq, new = case
+        w = dict(model=dict(config), hardware="80GiB", task=task, batch=batch, seq=seq, generate=new,
+                 precision={"weights": dtype, "compute": dtype}, optimizer={"name": opt, "impl": impl},
+                 attention=attention, methods=methods)
+        names = "+".join(m if isinstance(m, str) else f"{m['name']}{m['rank']}" for m in methods) or "plain"
+        cid = f"{family}-{task}-{dtype}-{attention}-{opt}-{impl}-{names}-b{batch}s{seq}" + (f"n{new}" if new else "")
+        out.append((cid, w))
+    return out
+
+
+def compare(workload: dict) -> tuple[int, int]:
+    """(analytic tensor bytes, traced bytes) for one workload."""
+    from memsim import Workload
+    from memsim.predict import step_config
+    from memsim.runtimes.hf_steps import build_program
+    from memsim.simulator import simulate
+
+    from .trace import trace_workload
+
+    w = Workload.parse(workload)
+    analytic = simulate(build_program(step_config(w)), exclude=("workspace",)).bytes
+    return analytic, trace_workload(w).peak_bytes

@@ -1,0 +1,100 @@
+"""Built-in models (data/models/*.json) and hardware (hardware/*.yaml), found by name."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from .errors import InputError, suggest
+from .hardware import HardwareSpec
+from .model import ModelSpec
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(GiB|GB|MiB|MB)\s*$", re.IGNORECASE)
+_UNITS = {"gib": 2**30, "gb": 10**9, "mib": 2**20, "mb": 10**6}
+
+
+def _folder(package: str) -> Path:
+    return Path(str(resources.files(package)))
+
+
+def models_dir() -> Path:
+    return _folder("memsim.data") / "models"
+
+
+def hardware_dir() -> Path:
+    return _folder("memsim.hardware_profiles")
+
+
+def model_names() -> list[str]:
+    return sorted(p.stem for p in models_dir().glob("*.json"))
+
+
+def hardware_names() -> list[str]:
+    return sorted(p.stem for p in hardware_dir().glob("*.yaml"))
+
+
+@lru_cache(maxsize=256)
+def _model_by_name(name: str) -> ModelSpec:
+    return ModelSpec.from_path(models_dir() / f"{name}.json")
+
+
+def load_model(ref) -> ModelSpec:
+    """A catalog name, a path to a config.json, or an inline mapping of config.json keys."""
+    if isinstance(ref, ModelSpec):
+        return ref
+    if isinstance(ref, dict):
+        return ModelSpec.from_config(ref, name=str(ref.get("_name_or_path", "inline")))
+    if not isinstance(ref, str) or not ref.strip():
+        raise InputError("model: give a catalog name (memsim list models), a path to a config.json, or a mapping")
+    key = ref.strip().lower()
+    if key in model_names():
+        return _model_by_name(key)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if path.suffix == ".json" and path.exists():
+        return ModelSpec.from_path(path)
+    raise InputError(f"model: unknown model '{ref}'{suggest(key, model_names())} (memsim list models shows all; a config.json path works too)")
+
+
+def raw_config(ref) -> dict:
+    """The config.json mapping behind a model reference (what the executors build from)."""
+    if isinstance(ref, dict):
+        return dict(ref)
+    load_model(ref)  # validates, with the same one-line errors
+    key = ref.strip().lower()
+    path = models_dir() / f"{key}.json" if key in model_names() else Path(ref).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    return json.loads(path.read_text())
+
+
+@lru_cache(maxsize=64)
+def _hardware_by_name(name: str) -> HardwareSpec:
+    return HardwareSpec.from_path(hardware_dir() / f"{name}.yaml")
+
+
+def load_hardware(ref) -> HardwareSpec:
+    """A catalog name, a path to a profile YAML, or a capacity such as '24GiB'."""
+    if isinstance(ref, HardwareSpec):
+        return ref
+    if not isinstance(ref, str) or not ref.strip():
+        raise InputError("hardware: give a catalog name (memsim list hardware), a profile path, or a capacity like 24GiB")
+    key = ref.strip().lower()
+    if key in hardware_names():
+        return _hardware_by_name(key)
+    m = _SIZE.match(ref)
+    if m:
+        nbytes = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        if nbytes <= 0:
+            raise InputError(f"hardware: capacity '{ref}' must be positive")
+        return HardwareSpec.with_capacity(nbytes)
+    path = Path(ref).expanduser()
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return HardwareSpec.from_path(path)
+    raise InputError(
+        f"hardware: unknown device '{ref}'{suggest(key, hardware_names())} (memsim list hardware shows all; a capacity like 24GiB works too)"
+    )

@@ -1,0 +1,214 @@
+"""The memsim command line: fit, predict, trace, list. Bad input: one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .catalog import hardware_names, load_hardware, model_names
+from .errors import InputError
+from .fit import largest_fitting
+from .predict import predict
+from .report import Report
+from .tape import CATEGORIES
+from .workload import METHODS, Workload
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Will it fit? Memory of training and serving transformers, predicted.")
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_MODEL = "tinyllama-1.1b"
+DEFAULT_HARDWARE = "rtx-4090"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.2f} GiB"
+
+
+def _parse_method(text: str):
+    """'lora' or 'lora:rank=16,targets=q_proj+v_proj' or 'activation-checkpointing:every=2'."""
+    name, _, rest = text.partition(":")
+    spec: dict = {"name": name.strip()}
+    for part in filter(None, rest.split(",")):
+        key, _, value = part.partition("=")
+        if not value:
+            raise InputError(f"--method {text}: parameters are key=value, e.g. lora:rank=16")
+        spec[key.strip()] = value.split("+") if key.strip() == "targets" else _number(value)
+    return spec
+
+
+def _number(v: str):
+    try:
+        return int(v)
+    except ValueError:
+        return v
+
+
+def _show(report: Report, largest: dict[str, int] | None = None) -> None:
+    verdict = "[bold green]fits[/]" if report.fits else "[bold red]does not fit[/]"
+    out.print(f"{report.model} · {report.task} · batch {report.batch} × seq {report.seq} on {report.hardware}: {verdict}")
+    tiers = Table(title="Peak memory per tier")
+    for col in ("tier", "allocated", "reserved (est.)", "device (est.)", "capacity", "headroom"):
+        tiers.add_column(col, justify="right" if col != "tier" else "left")
+    for tier, p in report.peak.items():
+        tiers.add_row(tier, _gib(p.allocated_bytes), _gib(p.reserved_bytes), _gib(p.device_bytes),
+                      _gib(report.capacity_bytes[tier]), _gib(report.headroom_bytes[tier]))
+    out.print(tiers)
+    total = sum(report.breakdown_bytes.values()) or 1
+    bd = Table(title=f"Breakdown at the peak ({report.phase_at_peak})")
+    bd.add_column("category")
+    bd.add_column("GiB", justify="right")
+    bd.add_column("share", justify="right")
+    for c in CATEGORIES:
+        n = report.breakdown_bytes.get(c, 0)
+        if n:
+            bd.add_row(c, f"{n / 2**30:,.3f}", f"{n / total:.1%}")
+    out.print(bd)
+    if largest:
+        out.print(" · ".join(f"largest {k} that fits: [bold]{v}[/]" for k, v in largest.items()))
+
+
+def _run(fn):
+    try:
+        return fn()
+    except InputError as e:
+        err.print(f"error: {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def fit(
+    model: str = typer.Argument(DEFAULT_MODEL, help="catalog name (memsim list models) or a config.json path"),
+    hardware: str = typer.Option(DEFAULT_HARDWARE, "--hardware", "-H", help="catalog name or a capacity like 24GiB"),
+    task: str = typer.Option("train", help="train | prefill | decode | generate"),
+    batch: int = typer.Option(1, "--batch", "-b"),
+    seq: int = typer.Option(1024, "--seq", "-s"),
+    generate: int = typer.Option(0, help="new tokens (task generate)"),
+    dtype: str = typer.Option("bf16", help="fp32 | bf16 | fp16 (weights and compute)"),
+    optimizer: str = typer.Option("adamw", help="adamw | adam | sgd | sgd-momentum"),
+    impl: str = typer.Option("foreach", help="optimizer implementation: foreach | fused | for-loop"),
+    attention: str = typer.Option("sdpa", help="sdpa | eager | flash"),
+    method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="e.g. lora:rank=16 or activation-checkpointing"),
+    json: bool = typer.Option(False, "--json", help="print the Report as JSON"),
+    solve: bool = typer.Option(True, help="also solve the largest batch and sequence that fit"),
+):
+    """Will it fit? The peak per tier, where the memory goes, and the largest batch and sequence."""
+
+    def go():
+        w = Workload.parse(dict(
+            model=model, hardware=hardware, task=task, batch=batch, seq=seq, generate=generate,
+            precision={"weights": dtype, "compute": dtype}, optimizer={"name": optimizer, "impl": impl},
+            attention=attention, methods=[_parse_method(m) for m in method or []],
+        ))
+        report = predict(w)
+        largest = {"batch": largest_fitting(w, "batch"), "seq": largest_fitting(w, "seq")} if solve else None
+        if json:
+            data = report.model_dump()
+            if largest:
+                data["largest"] = largest
+            import json as _json
+
+            out.print_json(_json.dumps(data))
+        else:
+            _show(report, largest)
+        return report
+
+    _run(go)
+
+
+@app.command("predict")
+def predict_cmd(
+    workload: str = typer.Argument(..., help="a workload YAML or JSON file"),
+    json: bool = typer.Option(False, "--json", help="print the Report as JSON"),
+):
+    """Predict one workload file."""
+
+    def go():
+        report = predict(Workload.from_file(workload))
+        if json:
+            sys.stdout.write(report.to_json() + "\n")
+        else:
+            _show(report)
+
+    _run(go)
+
+
+@app.command("list")
+def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods")):
+    """List the built-in models, hardware profiles or methods."""
+
+    def go():
+        if what == "models":
+            from .catalog import load_model
+
+            t = Table(title="Models (data/models)")
+            for c in ("name", "type", "params", "layers", "hidden", "heads/kv", "vocab"):
+                t.add_column(c)
+            for name in model_names():
+                m = load_model(name)
+                t.add_row(name, m.model_type, f"{m.param_count() / 1e9:.2f}B", str(m.num_layers), str(m.hidden_size),
+                          f"{m.num_heads}/{m.num_kv_heads}", str(m.vocab_size))
+            out.print(t)
+        elif what == "hardware":
+            t = Table(title="Hardware (hardware/)")
+            for c in ("name", "device", "memory", "profile"):
+                t.add_column(c)
+            for name in hardware_names():
+                h = load_hardware(name)
+                t.add_row(name, h.display_name, _gib(h.capacity_bytes), h.profile)
+            out.print(t)
+        elif what == "methods":
+            t = Table(title="Methods")
+            t.add_column("name")
+            t.add_column("parameters")
+            t.add_column("what it does")
+            for name, cls in METHODS.items():
+                params = ", ".join(f"{k}={v.default}" for k, v in cls.model_fields.items() if k != "name")
+                t.add_row(name, params, (cls.__doc__ or "").split("\n")[0])
+            out.print(t)
+        else:
+            raise InputError(f"list: '{what}' is not one of models, hardware, methods")
+
+    _run(go)
+
+
+@app.command()
+def trace(
+    workload: str = typer.Argument(..., help="a workload YAML or JSON file"),
+):
+    """Run the real transformers model on fake tensors (CPU, no GPU) and put its exact peak beside the prediction."""
+
+    def go():
+        w = Workload.from_file(workload)
+        report = predict(w)
+        try:
+            from .executors.trace import trace_workload
+        except ImportError as e:
+            raise InputError(f"trace needs the torch extra (pip install 'memsim[torch]'): {e}") from None
+        with out.status("tracing on fake tensors..."):
+            result = trace_workload(w)
+        from .simulator import simulate
+        from .predict import step_config
+        from .runtimes.hf_steps import build_program
+
+        tensors_only = simulate(build_program(step_config(w)), exclude=("workspace",)).bytes
+        t = Table(title=f"{report.model} {report.task}: analytic vs traced (tensor bytes, no kernel workspaces)")
+        for c in ("analytic", "traced", "error", "traced in"):
+            t.add_column(c, justify="right")
+        t.add_row(_gib(tensors_only), _gib(result.peak_bytes), f"{(tensors_only - result.peak_bytes) / result.peak_bytes:+.2%}",
+                  f"{result.seconds:.1f} s")
+        out.print(t)
+
+    _run(go)
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

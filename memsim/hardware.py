@@ -1,0 +1,69 @@
+"""HardwareSpec: a device profile from hardware/<name>.yaml, every figure with its source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InputError
+
+
+class Figure(BaseModel):
+    """A number and where it comes from (a datasheet page, a measurement with its date)."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: float = Field(gt=0)
+    source: str = Field(min_length=3)
+
+
+class Link(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    bandwidth_bytes_per_s: Figure
+
+
+class HardwareSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    kind: str = "gpu"
+    display_name: str = ""
+    vendor: str = ""
+    profile: str = "datasheet"  # datasheet | measured
+    memory_capacity_bytes: Figure
+    memory_bandwidth_bytes_per_s: Figure | None = None
+    peak_flops: dict[str, Figure] = {}
+    host_link: Link | None = None
+
+    @property
+    def capacity_bytes(self) -> int:
+        return int(self.memory_capacity_bytes.value)
+
+    @classmethod
+    def from_path(cls, path: Path) -> HardwareSpec:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise InputError(f"hardware: cannot read profile '{path}': {e}") from None
+        try:
+            return cls(**raw)
+        except (TypeError, ValidationError) as e:
+            raise InputError(f"hardware profile '{path}': {_first(e)}") from None
+
+    @classmethod
+    def with_capacity(cls, capacity_bytes: int) -> HardwareSpec:
+        """An anonymous device of a given capacity (e.g. `--hardware 24GiB`)."""
+        return cls(
+            name=f"{capacity_bytes / 2**30:g}GiB",
+            display_name=f"a {capacity_bytes / 2**30:g} GiB device",
+            memory_capacity_bytes=Figure(value=capacity_bytes, source="given on the command line"),
+        )
+
+
+def _first(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        return f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
+    return str(e)

@@ -1,0 +1,60 @@
+"""predict(workload) -> Report: build the Program, walk it, compare with the device."""
+
+from __future__ import annotations
+
+from .allocator import device_estimate, reserved_estimate
+from .catalog import load_hardware, load_model
+from .errors import InputError
+from .report import Report, TierPeak
+from .runtimes.hf_steps import StepConfig, build_program
+from .simulator import simulate
+from .workload import DTYPE_BYTES, Workload
+
+
+def step_config(w: Workload) -> StepConfig:
+    model = load_model(w.model)
+    ckpt = w.method("activation-checkpointing")
+    lora = w.method("lora")
+    attention = w.attention
+    if attention == "flash":
+        if w.precision.compute == "fp32":
+            raise InputError("attention: flash needs 16-bit compute (precision.compute bf16 or fp16); use sdpa or eager for fp32")
+        attention = "sdpa"  # SDPA dispatches 16-bit causal attention to its flash kernel
+    return StepConfig(
+        model=model,
+        task=w.task,
+        batch=w.batch,
+        seq=w.seq,
+        dtype_bytes=DTYPE_BYTES[w.precision.compute],
+        attention=attention,
+        optimizer=w.optimizer.name,
+        optimizer_impl=w.optimizer.impl,
+        checkpoint_every=ckpt.every if ckpt else 0,
+        lora_rank=lora.rank if lora else 0,
+        lora_targets=tuple(lora.targets) if lora else (),
+        new_tokens=w.generate,
+    )
+
+
+def predict(workload: Workload | dict) -> Report:
+    w = workload if isinstance(workload, Workload) else Workload.parse(workload)
+    cfg = step_config(w)
+    hw = load_hardware(w.hardware)
+    peak = simulate(build_program(cfg))
+    reserved = reserved_estimate(peak.bytes)
+    device = device_estimate(reserved)
+    capacity = hw.capacity_bytes
+    return Report(
+        fits=device <= capacity,
+        peak={"gpu": TierPeak(allocated_bytes=peak.bytes, reserved_bytes=reserved, device_bytes=device)},
+        breakdown_bytes=peak.breakdown,
+        capacity_bytes={"gpu": capacity},
+        headroom_bytes={"gpu": capacity - device},
+        phase_at_peak=peak.segment,
+        model=cfg.model.name,
+        hardware=hw.name,
+        task=w.task,
+        batch=w.batch,
+        seq=w.seq,
+        parameters=cfg.model.param_count(),
+    )

@@ -1,0 +1,65 @@
+"""Bad input: one line naming the field and what is valid, exit code 2, no traceback."""
+
+import pytest
+from typer.testing import CliRunner
+
+from memsim.cli import app
+
+runner = CliRunner()
+
+FIT_CASES = [
+    (["fit", "llama-3-8bb"], "model: unknown model 'llama-3-8bb'; did you mean"),
+    (["fit", "--hardware", "h100-sxm-80"], "hardware: unknown device"),
+    (["fit", "--batch", "0"], "batch"),
+    (["fit", "--seq", "-5"], "seq"),
+    (["fit", "--task", "finetune"], "task"),
+    (["fit", "--dtype", "fp8"], "precision.weights"),
+    (["fit", "--optimizer", "adamw8"], "optimizer.name: 'adamw8' is not one of"),
+    (["fit", "--impl", "cuda"], "optimizer.impl"),
+    (["fit", "--attention", "xformers"], "attention"),
+    (["fit", "--method", "galore"], "unknown method 'galore'"),
+    (["fit", "--method", "lora:rank=0"], "rank"),
+    (["fit", "--method", "lora:targets=qproj"], "unknown target"),
+    (["fit", "--method", "lora:alpha"], "parameters are key=value"),
+    (["fit", "--task", "generate"], "generate: task=generate needs generate >= 1"),
+    (["fit", "--task", "prefill", "--method", "lora"], "apply to task=train only"),
+    (["fit", "--attention", "flash", "--dtype", "fp32"], "attention: flash needs 16-bit"),
+    (["fit", "--hardware", "0GiB"], "capacity"),
+    (["list", "gpus"], "list: 'gpus' is not one of"),
+]
+
+
+@pytest.mark.parametrize("args,expected", FIT_CASES, ids=[" ".join(a) for a, _ in FIT_CASES])
+def test_cli_bad_input(args, expected):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    text = r.output.strip()
+    assert "Traceback" not in text
+    assert expected in text.replace("\n", " ") or expected in " ".join(text.split())
+
+
+WORKLOAD_CASES = [
+    ("model: tinyllama-1.1b\nbatchsize: 4\n", "batchsize: unknown field; did you mean 'batch'"),
+    ("model: {hidden_size: 64, num_hidden_layers: 2}\n", "missing key(s) num_attention_heads, vocab_size"),
+    ("model: {model_type: t5, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 10}\n", "model_type 't5' is not modeled"),
+    ("model: {hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 3, vocab_size: 10}\n", "multiple of num_key_value_heads"),
+    ("precision: {weights: fp32, compute: bf16}\n", "not modeled yet"),
+    ("optimizer: {name: adamw, lr: 0.1}\n", "optimizer.lr: unknown field"),
+    ("methods: [{name: activation-checkpointing, every: 0}]\n", "every"),
+    ("- just\n- a list\n", "must hold a mapping"),
+    ("model: [unclosed\n", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("text,expected", WORKLOAD_CASES)
+def test_workload_file_bad_input(tmp_path, text, expected):
+    f = tmp_path / "w.yaml"
+    f.write_text(text)
+    r = runner.invoke(app, ["predict", str(f)])
+    assert r.exit_code == 2, r.output
+    assert expected in " ".join(r.output.split()), r.output
+
+
+def test_missing_file():
+    r = runner.invoke(app, ["predict", "no/such/file.yaml"])
+    assert r.exit_code == 2 and "cannot read" in r.output
