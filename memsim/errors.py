@@ -10,3 +10,14 @@ class InputError(ValueError):
 def suggest(name: str, choices) -> str:
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def first_error(e: Exception) -> str:
+    """A pydantic ValidationError (or any error) as one line: 'field.path: message'."""
+    errs = getattr(e, "errors", None)
+    if callable(errs):
+        err = errs()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"{loc}: {msg}" if loc else msg
+    return str(e)

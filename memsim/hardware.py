@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import InputError
+from .errors import InputError, first_error
 
 
 class Figure(BaseModel):
@@ -50,7 +50,7 @@ class HardwareSpec(BaseModel):
         try:
             return cls(**raw)
         except (TypeError, ValidationError) as e:
-            raise InputError(f"hardware profile '{path}': {_first(e)}") from None
+            raise InputError(f"hardware profile '{path}': {first_error(e)}") from None
 
     @classmethod
     def with_capacity(cls, capacity_bytes: int) -> HardwareSpec:
@@ -61,9 +61,3 @@ class HardwareSpec(BaseModel):
             memory_capacity_bytes=Figure(value=capacity_bytes, source="given on the command line"),
         )
 
-
-def _first(e: Exception) -> str:
-    if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        return f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
-    return str(e)

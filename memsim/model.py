@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import InputError
+from .errors import InputError, first_error
 
 # model_type values whose decoder layer the hf-transformers profile models.
 DENSE_TYPES = {"llama", "mistral", "qwen2"}
@@ -114,7 +114,7 @@ class ModelSpec(BaseModel):
         try:
             return cls(**fields)
         except ValueError as e:
-            raise InputError(f"model config '{name}': {_first_error(e)}") from None
+            raise InputError(f"model config '{name}': {first_error(e)}") from None
 
     @classmethod
     def from_path(cls, path: Path) -> ModelSpec:
@@ -124,11 +124,3 @@ class ModelSpec(BaseModel):
             raise InputError(f"model: cannot read config.json at '{path}': {e}") from None
         return cls.from_config(cfg, name=Path(path).stem)
 
-
-def _first_error(e: ValueError) -> str:
-    errs = getattr(e, "errors", None)
-    if callable(errs):
-        err = errs()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        return f"{loc}: {err['msg']}" if loc else err["msg"]
-    return str(e)
