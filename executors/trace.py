@@ -149,9 +149,12 @@ def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", at
 def trace_workload(w) -> TraceResult:
     """Trace a memsim Workload (see memsim.workload)."""
     from memsim.catalog import raw_config
+    from memsim.errors import InputError
     from memsim.predict import step_config
 
     cfg = step_config(w)
+    if cfg.checkpoint_every > 1:
+        raise InputError("methods.activation-checkpointing.every: trace checkpoints every layer (gradient_checkpointing_enable); every > 1 is analytic-only")
     return trace(
         raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.compute, cfg.attention,
         cfg.optimizer, cfg.optimizer_impl, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every),

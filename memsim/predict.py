@@ -13,6 +13,11 @@ from .workload import DTYPE_BYTES, Workload
 
 def step_config(w: Workload) -> StepConfig:
     model = load_model(w.model)
+    if model.is_moe:
+        raise InputError(
+            f"model: '{model.name}' is a mixture of experts ({model.model_type}); its experts are not modeled yet, only dense "
+            "llama/mistral/qwen2 decoders are"
+        )
     ckpt = w.method("activation-checkpointing")
     lora = w.method("lora")
     attention = w.attention

@@ -44,6 +44,7 @@ WORKLOAD_CASES = [
     ("model: {model_type: t5, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 10}\n", "model_type 't5' is not modeled"),
     ("model: {hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 3, vocab_size: 10}\n", "multiple of num_key_value_heads"),
     ("precision: {weights: fp32, compute: bf16}\n", "not modeled yet"),
+    ("model: {model_type: mixtral, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 10, num_local_experts: 8, num_experts_per_tok: 2}\n", "mixture of experts"),
     ("optimizer: {name: adamw, lr: 0.1}\n", "optimizer.lr: unknown field"),
     ("methods: [{name: activation-checkpointing, every: 0}]\n", "every"),
     ("- just\n- a list\n", "must hold a mapping"),
