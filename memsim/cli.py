@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Optional
 
@@ -9,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .catalog import hardware_names, load_hardware, model_names
+from .catalog import hardware_names, load_hardware, model_names, models_dir
 from .errors import InputError
 from .fit import largest_fitting
 from .predict import predict
@@ -149,8 +150,13 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods")
             for c in ("name", "type", "params", "layers", "hidden", "heads/kv", "vocab"):
                 t.add_column(c)
             for name in model_names():
-                m = load_model(name)
-                t.add_row(name, m.model_type, f"{m.param_count() / 1e9:.2f}B", str(m.num_layers), str(m.hidden_size),
+                try:
+                    m = load_model(name)
+                except InputError:  # in the catalog, not modeled yet (e.g. Gemma-2): listed as such
+                    t.add_row(name, json.loads((models_dir() / f"{name}.json").read_text()).get("model_type", "?"), "not modeled yet", "", "", "", "")
+                    continue
+                kind = m.model_type + (" (MoE: not modeled yet)" if m.is_moe else "")
+                t.add_row(name, kind, f"{m.param_count() / 1e9:.2f}B", str(m.num_layers), str(m.hidden_size),
                           f"{m.num_heads}/{m.num_kv_heads}", str(m.vocab_size))
             out.print(t)
         elif what == "hardware":
