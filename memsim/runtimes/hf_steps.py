@@ -14,7 +14,7 @@ The step protocols (what the executors run, and what a user's loop does):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import ops
 from ..model import ModelSpec
@@ -43,16 +43,6 @@ class StepConfig:
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = ()
     new_tokens: int = 0
-
-
-@dataclass
-class _Layers:
-    """Build layer segments, one template per distinct kind of layer."""
-
-    cfg: StepConfig
-    sh: Shapes
-    owed_cache_bytes: int = 0
-    param_sizes: list[int] = field(default_factory=list)
 
 
 def param_sizes(cfg: StepConfig) -> tuple[list[int], list[int]]:
@@ -155,8 +145,7 @@ def _train(cfg: StepConfig) -> Program:
         ext_sin = tp.external("sin", sin.nbytes)
         ext_mask = tp.external("mask", mask.nbytes) if mask is not None else None
         if ckpt:
-            fwd, bwd, held = _checkpointed_layer(cfg, sh, first, ext_cos, ext_sin, ext_mask)
-            x0_owed = 0 if first else x0_owed
+            fwd, bwd = _checkpointed_layer(cfg, sh, first, ext_cos, ext_sin, ext_mask)
         else:
             cache = [] if use_cache else None
             out = _layer_forward(cfg, tp, sh, x, ext_cos, ext_sin, cache, ext_mask)
@@ -251,7 +240,7 @@ def _checkpointed_layer(cfg, sh, first, cos, sin, mask):
     g = rt.incoming("grad.hidden", out.nbytes, TEMPORARIES)
     rt.backward({id(out2): g})  # out2's node is still on the tape: the gradient flows through it
     rt.drop(xr)  # the checkpoint's hold; layer 0's input also dies here (its forward var is gone)
-    return fwd, list(rt.events), 0
+    return fwd, list(rt.events)
 
 
 def _loss(tp: Tape, sh: Shapes, hn: T, head_w: T) -> tuple[T, list[T]]:
