@@ -132,7 +132,8 @@ def rope(tp: Tape, x: T, cos: T, sin: T) -> T:
 
 
 # -- LlamaAttention.forward ----------------------------------------------------------------------
-def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache: list, mask: T | None) -> T:
+def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache: list, mask: T | None) -> tuple[T, T | None]:
+    """Returns (attn_output, attn_weights) as LlamaAttention does: eager's weights, else None."""
     m = sh.model
     q = ops.linear(tp, "q_proj", h, w.q, sh.act(m.q_dim), w.q_bias)
     k = ops.linear(tp, "k_proj", h, w.k, sh.act(m.kv_dim), w.k_bias)
@@ -146,13 +147,13 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
         kc, vc = cache_update(tp, sh, ke, v, cache)
         tp.drop(ke, v)
     if sh.attention == "eager":
-        out = eager_attention(tp, sh, qe, kc, vc, mask)
+        out, weights = eager_attention(tp, sh, qe, kc, vc, mask)
     else:
-        out = sdpa_attention(tp, sh, qe, kc, vc)
+        out, weights = sdpa_attention(tp, sh, qe, kc, vc), None
     tp.drop(qe, kc, vc)
     o = ops.linear(tp, "o_proj", out, w.o, sh.act(m.hidden_size))
     tp.drop(out)
-    return o
+    return o, weights
 
 
 def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
@@ -233,8 +234,9 @@ def repeat_kv(tp: Tape, sh: Shapes, x: T, rep: int) -> T:
     return tp.op("repeat_kv", [x], x.nbytes * rep, (), (("grad", 0),))
 
 
-def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> T:
-    """eager_attention_forward: scores materialized, softmax in fp32, then cast back."""
+def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> tuple[T, T]:
+    """eager_attention_forward: scores materialized, softmax in fp32, then cast back. Returns the
+    output and the attention weights, which the caller holds (see decoder_layer)."""
     m = sh.model
     b, hq, s, kv = sh.batch, m.num_heads, sh.seq, sh.kv_len
     rep = m.num_heads // m.num_kv_heads
@@ -258,8 +260,8 @@ def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> T
     out = tp.op("attn.pv", [p, vr], sh.act(m.q_dim), [p, vr], (("grad", 0), ("grad", 1)))
     tp.drop(vr)
     oc = ops.copy(tp, "attn.transpose_contiguous", out)
-    tp.drop(out, p)  # the attention weights are returned, then dropped by the decoder layer
-    return oc
+    tp.drop(out)
+    return oc, p
 
 
 # -- LlamaMLP.forward --------------------------------------------------------------------------
@@ -279,7 +281,9 @@ def mlp(tp: Tape, sh: Shapes, h: T, w: LayerWeights) -> T:
 # -- LlamaDecoderLayer.forward -------------------------------------------------------------------
 def decoder_layer(tp: Tape, sh: Shapes, x: T, w: LayerWeights, cos: T, sin: T, cache: list, mask: T | None) -> T:
     h = rms_norm(tp, sh, x, w.ln1)
-    a = attention(tp, sh, h, w, cos, sin, cache, mask)
+    # `hidden_states, _ = self.self_attn(...)`: `_` keeps eager's attention weights alive until
+    # the layer returns, through the MLP.
+    a, attn_weights = attention(tp, sh, h, w, cos, sin, cache, mask)
     tp.drop(h)
     mid = ops.add(tp, "residual.attn", x, a)
     tp.drop(a)
@@ -287,7 +291,7 @@ def decoder_layer(tp: Tape, sh: Shapes, x: T, w: LayerWeights, cos: T, sin: T, c
     f = mlp(tp, sh, h, w)
     tp.drop(h)
     out = ops.add(tp, "residual.mlp", mid, f)
-    tp.drop(f, mid)
+    tp.drop(f, mid, attn_weights)
     return out
 
 
