@@ -29,11 +29,17 @@ def hardware_dir() -> Path:
 
 
 def model_names() -> list[str]:
-    return sorted(p.stem for p in models_dir().glob("*.json"))
+    return list(_names("memsim.data", "models/*.json"))
 
 
 def hardware_names() -> list[str]:
-    return sorted(p.stem for p in hardware_dir().glob("*.yaml"))
+    return list(_names("memsim.hardware_profiles", "*.yaml"))
+
+
+@lru_cache(maxsize=None)
+def _names(package: str, pattern: str) -> tuple[str, ...]:
+    """The installed catalog does not change while memsim runs: glob it once."""
+    return tuple(sorted(p.stem for p in _folder(package).glob(pattern)))
 
 
 @lru_cache(maxsize=256)

@@ -29,6 +29,7 @@ def simulate(program: Program, exclude: tuple[str, ...] = (), rounding=cuda_roun
     trace has no kernel workspaces, so comparisons with it exclude them)."""
     live = dict.fromkeys(CATEGORIES, 0)
     total = 0
+    rounded: dict[int, int] = {}  # a program repeats few distinct sizes: round each once
     best = (-1, dict(live), "")
     for seg in program.segments:
         # One pass over the segment: its net change and the instant of its internal maximum.
@@ -38,7 +39,10 @@ def simulate(program: Program, exclude: tuple[str, ...] = (), rounding=cuda_roun
         for nbytes, cat, sign in seg.events:
             if cat in exclude:
                 continue
-            delta = sign * rounding(nbytes)
+            r = rounded.get(nbytes)
+            if r is None:
+                r = rounded[nbytes] = rounding(nbytes)
+            delta = sign * r
             run[cat] += delta
             run_total += delta
             if sign > 0 and run_total > seg_max:
