@@ -33,6 +33,9 @@ class HardwareSpec(BaseModel):
     vendor: str = ""
     profile: str = "datasheet"  # datasheet | measured
     memory_capacity_bytes: Figure
+    # What CUDA reports as the device's total (cudaMemGetInfo), a little under nvidia-smi's
+    # memory.total: the part a process can ever have. Measured per device; absent, the capacity.
+    cuda_visible_bytes: Figure | None = None
     memory_bandwidth_bytes_per_s: Figure | None = None
     peak_flops: dict[str, Figure] = {}
     host_link: Link | None = None
@@ -40,6 +43,11 @@ class HardwareSpec(BaseModel):
     @property
     def capacity_bytes(self) -> int:
         return int(self.memory_capacity_bytes.value)
+
+    @property
+    def usable_bytes(self) -> int:
+        """The capacity a will-it-fit answer compares against: CUDA's total where measured."""
+        return int(self.cuda_visible_bytes.value) if self.cuda_visible_bytes else self.capacity_bytes
 
     @classmethod
     def from_path(cls, path: Path) -> HardwareSpec:

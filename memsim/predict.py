@@ -48,7 +48,7 @@ def predict(workload: Workload | dict) -> Report:
     peak = simulate(build_program(cfg))
     reserved = reserved_estimate(peak.bytes)
     device = device_estimate(reserved)
-    capacity = hw.capacity_bytes
+    capacity = hw.usable_bytes
     return Report(
         fits=device <= capacity,
         peak={"gpu": TierPeak(allocated_bytes=peak.bytes, reserved_bytes=reserved, device_bytes=device)},
