@@ -49,6 +49,7 @@ class StorageTracker(TorchDispatchMode):
         self._seen = WeakIdKeyDictionary()
         self._live: dict[int, int] = {}
         self._next_key = 0
+        self._peak_from = 0  # the first event the peak counts (reset_peak moves it)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -100,10 +101,13 @@ class StorageTracker(TorchDispatchMode):
             if e.key in drop:
                 continue
             live += e.delta_bytes
-            if live > peak:
+            if i + 1 == self._peak_from:
+                peak, at = live, i  # the level at reset_peak
+            if i >= self._peak_from and live > peak:
                 peak, at = live, i
         self.peak_bytes, self.peak_index = peak, at
 
     def reset_peak(self) -> None:
         self.peak_bytes = self.live_bytes
         self.peak_index = len(self.events) - 1
+        self._peak_from = len(self.events)

@@ -1,4 +1,4 @@
-"""The memsim command line: fit, predict, trace, list. Bad input: one line on stderr, exit 2."""
+"""The memsim command line: fit, predict, trace, validate, list. Bad input: one line on stderr, exit 2."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ DEFAULT_HARDWARE = "rtx-4090"
 
 
 def _gib(n: int) -> str:
-    return f"{n / 2**30:,.2f} GiB"
+    return f"{n / 2**30:,.2f} GiB" if abs(n) >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 def _parse_method(text: str):
@@ -210,6 +210,70 @@ def trace(
         out.print(t)
 
     _run(go)
+
+
+@app.command()
+def validate(
+    suite: str = typer.Argument(..., help="a suite YAML (data/suites/)"),
+    results: Optional[str] = typer.Option(None, "--out", "-o", help="results JSONL; default data/validation/<suite name>.jsonl"),
+    device: str = typer.Option("auto", help="auto | cuda | cpu (the CPU tracker measures live tensor bytes)"),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="run only these case ids"),
+    plot_path: Optional[str] = typer.Option(None, "--plot", help="the plot's PNG; default beside the results"),
+):
+    """Run each case for real in a fresh process, append results as they land (a rerun resumes), then
+    print predicted against measured and plot it."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import validate as v
+
+    def go():
+        if device not in ("auto", "cuda", "cpu"):
+            raise InputError(f"--device: '{device}' is not one of auto, cuda, cpu")
+        spec, cases = v.load_suite(suite)
+        if only:
+            unknown = sorted(set(only) - {c.id for c in cases})
+            if unknown:
+                raise InputError(f"--only: unknown case id(s) {', '.join(unknown)}")
+            cases = [c for c in cases if c.id in only]
+        path = Path(results or f"data/validation/{spec.name}.jsonl")
+        failed = []
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err) as bar:
+            job = bar.add_task(f"{spec.name}", total=len(cases))
+
+            def on_result(case, result, resumed):
+                if isinstance(result, str):
+                    failed.append((case.id, result))
+                    err.print(f"[red]{case.id}: {result}[/]", highlight=False)
+                bar.update(job, advance=1, description=f"{case.id}{' (resumed)' if resumed else ''}")
+
+            done = v.run_suite(spec, cases, path, device, on_result)
+        df = v.comparison(cases, done)
+        _show_validation(df, v.summary(df), path)
+        if len(df):
+            png = v.plot(df, Path(plot_path or path.with_suffix(".png")), title=spec.name)
+            out.print(f"plot: {png}")
+        if failed:
+            raise typer.Exit(1)
+
+    _run(go)
+
+
+def _show_validation(df, summary, path) -> None:
+    t = Table(title=f"predicted vs measured ({path})")
+    for c in ("case", "fits (pred/meas)", "allocated pred", "meas", "error", "reserved err", "device err", "step ms"):
+        t.add_column(c, justify="left" if c == "case" else "right")
+    for r in df.itertuples():
+        pct = lambda e: f"{e:+.2%}" if e == e else "-"  # noqa: E731 (NaN: did not run to the end)
+        t.add_row(r.case, f"{'yes' if r.predicted_fits else 'no'}/{'yes' if r.measured_fits else 'no'}",
+                  _gib(r.predicted_allocated), _gib(r.measured_allocated), pct(r.error_allocated),
+                  pct(r.error_reserved), pct(r.error_device), f"{r.step_time_s * 1e3:,.1f}" if r.step_time_s else "-")
+    out.print(t)
+    for k, s in summary.items():
+        if s["cases"]:
+            out.print(f"{k}: median |error| {s['median']:.2%}, max {s['max']:.2%} over {s['cases']} cases")
 
 
 def main():

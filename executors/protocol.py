@@ -1,0 +1,68 @@
+"""The step protocols memsim predicts, as real torch code: what one train step, prefill, decode
+step or generate call does. The tracer (trace.py) and the executor (run.py) both run these, so a
+traced, a measured and a predicted figure are of the same program (memsim/runtimes/hf_steps.py
+documents the protocols).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def input_ids(batch: int, seq: int, vocab: int) -> torch.Tensor:
+    return torch.randint(0, vocab, (batch, seq))
+
+
+def train_step(model, ids, opt, forward_ctx=contextlib.nullcontext) -> None:
+    """loss = model(input_ids, labels).loss; backward; step; zero_grad(set_to_none=True). The
+    outputs object dies before backward, as in Trainer.compute_loss."""
+    with forward_ctx():
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    del loss
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def prefill(model, ids, cache=None):
+    """A prompt as generate() runs it: the cache filled, logits of the last position only."""
+    return model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+
+def new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+@torch.no_grad()
+def decode_step(model, cache, next_ids, keep_tokens: int | None = None) -> None:
+    """One new token per sequence against the cache; `keep_tokens` crops the cache back after it,
+    so repeated timed steps all see the same cache length."""
+    out = model(input_ids=next_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    del out
+    if keep_tokens is not None and cache.get_seq_length() > keep_tokens:
+        cache.crop(keep_tokens - cache.get_seq_length())  # a negative count: drop that many tokens
+
+
+@torch.no_grad()
+def generate(model, ids, new_tokens: int, before_decode=None) -> torch.Tensor:
+    """GenerationMixin._sample's memory-relevant steps, greedy: prefill, then one token at a time;
+    the next-token logits are copied to fp32, the ids grow by concatenation."""
+    cache = new_cache(model)
+    out = prefill(model, ids, cache)
+    for i in range(new_tokens):
+        logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+        del out
+        nxt = logits.argmax(-1)
+        ids = torch.cat([ids, nxt[:, None]], dim=-1)
+        del logits
+        if i == new_tokens - 1:
+            break
+        if before_decode is not None:
+            before_decode(i)
+        out = model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return ids

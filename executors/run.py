@@ -1,0 +1,185 @@
+"""Run a Workload for real and measure it: peak allocated and reserved bytes, device bytes, step time.
+
+On a CUDA GPU: the Hugging Face model built from its config (random weights, nothing downloaded),
+warm-up steps, then timed steps with CUDA events; the peak statistics are reset after the warm-up,
+so they are the steady state's (the optimizer's state exists). An out-of-memory error is a result:
+`fits=False` and the size of the allocation that failed.
+
+On a CPU (no CUDA, or device="cpu"): the same code on real CPU tensors, with live storages counted
+by the tracker (storage_tracker.py), so CI exercises the executor. CPU kernels are not CUDA's: use
+eager attention or fp32 there when comparing with CUDA predictions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import re
+import time
+
+import torch
+
+from memsim.catalog import raw_config
+from memsim.measurement import Measurement, Provenance
+from memsim.predict import step_config
+from memsim.workload import Workload
+
+from . import protocol
+from .storage_tracker import StorageTracker
+from .trace import build_model, make_optimizer
+
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def provenance(cuda: bool, emulated_capacity_bytes: int = 0) -> Provenance:
+    import transformers
+
+    try:
+        import peft
+
+        peft_version = peft.__version__
+    except ImportError:
+        peft_version = ""
+    common = dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft_version,
+                  python=platform.python_version(), date=datetime.date.today().isoformat(),
+                  emulated_capacity_bytes=emulated_capacity_bytes)
+    if not cuda:
+        return Provenance(device=platform.processor() or platform.machine(), backend="cpu-tracker", **common)
+    return Provenance(device=torch.cuda.get_device_name(), backend="cuda", driver=_driver_version(),
+                      cuda=torch.version.cuda or "", total_memory_bytes=torch.cuda.get_device_properties(0).total_memory,
+                      **common)
+
+
+def _driver_version() -> str:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlSystemGetDriverVersion()
+    except Exception:  # NVML absent: the driver is unknown, not an error
+        return ""
+
+
+def requested_bytes(message: str) -> int:
+    """'Tried to allocate 2.00 GiB' in torch's OutOfMemoryError message, in bytes."""
+    m = re.search(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)", message)
+    return int(float(m.group(1)) * _UNITS[m.group(2)]) if m else 0
+
+
+class _Steps:
+    """One task's warm-up and timed step, and how many tokens a step handles."""
+
+    def __init__(self, model, w: Workload, vocab: int, opt):
+        self.model, self.w, self.opt = model, w, opt
+        self.ids = protocol.input_ids(w.batch, w.seq, vocab)
+        self.cache = None
+        self.tokens = {"train": w.batch * w.seq, "prefill": w.batch * w.seq, "decode": w.batch,
+                       "generate": w.batch * w.generate}[w.task]
+
+    def setup(self) -> None:
+        """Allocations that precede the measured step: for decode, the cache of `seq` tokens."""
+        if self.w.task == "decode":
+            self.cache = protocol.new_cache(self.model)
+            out = protocol.prefill(self.model, self.ids, self.cache)
+            self.next_ids = out.logits[:, -1, :].argmax(-1)[:, None]
+            del out
+
+    def __call__(self) -> None:
+        task = self.w.task
+        if task == "train":
+            protocol.train_step(self.model, self.ids, self.opt)
+        elif task == "prefill":
+            del_out = protocol.prefill(self.model, self.ids)
+            del del_out
+        elif task == "decode":
+            protocol.decode_step(self.model, self.cache, self.next_ids, keep_tokens=self.w.seq)
+        else:
+            protocol.generate(self.model, self.ids, self.w.generate)
+
+
+def measure(w: Workload, case: str = "", warmup: int = 1, steps: int = 3, device: str = "auto",
+            emulate_capacity_bytes: int = 0) -> Measurement:
+    """Build, warm up, then time `steps` steps of the workload; see the module's docstring."""
+    cfg = step_config(w)  # the same validation and refusals as predict
+    if cfg.checkpoint_every > 1:
+        raise ValueError("activation-checkpointing every > 1 is analytic-only (transformers checkpoints every layer)")
+    cuda = torch.cuda.is_available() and device != "cpu"
+    config = raw_config(w.model)
+    meta = dict(case=case or "workload", workload=w.model_dump(mode="json"))
+    if cuda:
+        torch.cuda.init()
+        torch.zeros(1, device="cuda")
+        free, total = torch.cuda.mem_get_info()
+        context = total - free - torch.cuda.memory_reserved()
+        if emulate_capacity_bytes:
+            # The allocator's limit is a fraction of the total; the context is outside it, so a
+            # card of capacity C leaves C - context to the allocator.
+            torch.cuda.set_per_process_memory_fraction(max(emulate_capacity_bytes - context, 0) / total)
+        meta["provenance"] = provenance(True, emulate_capacity_bytes)
+        meta["context_bytes"] = context
+        return _measure_cuda(w, cfg, config, warmup, steps, meta)
+    meta["provenance"] = provenance(False)
+    return _measure_cpu(w, cfg, config, warmup, steps, meta)
+
+
+def _build(w: Workload, cfg, config):
+    model = build_model(config, cfg.attention, w.precision.compute, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every))
+    opt = None
+    if w.task == "train":
+        opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optimizer, cfg.optimizer_impl)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(False)
+    return model, opt
+
+
+def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
+    model = opt = run = None
+    try:
+        with torch.device("cuda"):
+            model, opt = _build(w, cfg, config)
+            run = _Steps(model, w, config["vocab_size"], opt)
+            run.setup()
+            for _ in range(warmup):
+                run()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            resident = torch.cuda.memory_allocated()
+            times = []
+            for _ in range(steps):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                run()
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+    except torch.OutOfMemoryError as e:
+        del model, opt, run
+        return Measurement(fits=False, requested_bytes=requested_bytes(str(e)),
+                           peak_allocated_bytes=torch.cuda.max_memory_allocated(),
+                           peak_reserved_bytes=torch.cuda.max_memory_reserved(), **meta)
+    free, total = torch.cuda.mem_get_info()
+    return Measurement(fits=True, peak_allocated_bytes=torch.cuda.max_memory_allocated(),
+                       peak_reserved_bytes=torch.cuda.max_memory_reserved(), device_bytes=total - free,
+                       resident_bytes=resident, step_times_s=times, tokens_per_step=run.tokens, **meta)
+
+
+def _measure_cpu(w, cfg, config, warmup, steps, meta) -> Measurement:
+    # Real CPU tensors run CPU kernels (SDPA's CUDA kernel choice needs fake tensors).
+    with StorageTracker() as tr:
+        model, opt = _build(w, cfg, config)
+        run = _Steps(model, w, config["vocab_size"], opt)
+        run.setup()
+        for _ in range(warmup):
+            run()
+        tr.reset_peak()
+        resident = tr.live_bytes
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        if opt is not None and cfg.optimizer_impl != "fused":
+            tr.exclude_host([s["step"] for s in opt.state.values() if "step" in s])
+    return Measurement(fits=True, peak_allocated_bytes=tr.peak_bytes,  # no caching allocator on the CPU
+                       resident_bytes=resident, step_times_s=times, tokens_per_step=run.tokens, **meta)

@@ -1,0 +1,53 @@
+"""Measurement: what a real run of a workload showed, with where and when it was measured.
+
+The executors (memsim.executors.run) produce it; `memsim validate` puts it beside the Report.
+No torch here: the contract is read where torch is absent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+
+class Provenance(BaseModel):
+    """Where a figure comes from: every measured number carries one."""
+
+    device: str  # torch.cuda.get_device_name(), or the CPU's name for the tracker backend
+    backend: Literal["cuda", "cpu-tracker"]
+    driver: str = ""  # NVIDIA driver version (NVML), empty on CPU
+    cuda: str = ""  # CUDA runtime torch was built with
+    torch: str
+    transformers: str
+    peft: str = ""
+    python: str
+    date: str  # ISO date of the run
+    total_memory_bytes: int = 0  # torch.cuda.get_device_properties(0).total_memory
+    emulated_capacity_bytes: int = 0  # set_per_process_memory_fraction emulating a smaller card; 0: off
+
+
+class Measurement(BaseModel):
+    case: str  # the suite's case id
+    workload: dict[str, Any]  # the Workload's fields, as run
+    fits: bool  # False: the run ran out of memory
+    peak_allocated_bytes: int = 0  # torch.cuda.max_memory_allocated() over the timed steps
+    peak_reserved_bytes: int = 0  # torch.cuda.max_memory_reserved(); 0 on the CPU (no caching allocator)
+    device_bytes: int = 0  # device memory in use after the steps (cudaMemGetInfo: context included)
+    context_bytes: int = 0  # device memory in use before anything was allocated: CUDA context, modules
+    resident_bytes: int = 0  # allocated before the timed steps: weights, optimizer state (and the cache for decode)
+    step_times_s: list[float] = []  # one per timed step (CUDA events on a GPU)
+    tokens_per_step: int = 0  # tokens a step processes (train, prefill) or generates (decode, generate)
+    requested_bytes: int = 0  # when it did not fit: the allocation that failed
+    error: str = ""  # a failure that is not out-of-memory (then no figure above is meaningful)
+    provenance: Provenance
+
+    @property
+    def step_time_s(self) -> float:
+        """Median of the timed steps."""
+        t = sorted(self.step_times_s)
+        return t[len(t) // 2] if t else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_step / self.step_time_s if self.step_time_s else 0.0

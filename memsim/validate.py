@@ -1,0 +1,218 @@
+"""`memsim validate`: run a suite of workloads for real, each in a fresh process, and put the
+measurements beside the predictions.
+
+A suite (YAML) is a list of workloads with ids, sharing defaults:
+
+    name: h100-core
+    hardware: h100-sxm-80gb        # the device the measurements are made on (predictions use it)
+    warmup: 1                      # steps before the peak statistics are reset
+    steps: 3                       # timed steps
+    defaults: {precision: {weights: bf16, compute: bf16}}
+    cases:
+      - {id: tiny-train, model: tinyllama-1.1b, batch: 4, seq: 1024}
+      - {id: tiny-4090-edge, model: tinyllama-1.1b, seq: 2048, emulate: rtx-4090, boundary: batch}
+
+`emulate` runs the case on a capacity-limited allocator (a catalog GPU's or a size like 24GiB) and
+predicts against that capacity; `boundary: batch` expands the case into the largest batch that
+memsim says fits there and one more. Results append to a JSONL file as they land: a killed run
+loses nothing it finished, and the next run resumes where it stopped. No torch in this module: the
+measuring happens in `python -m memsim.executors.worker`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .catalog import load_hardware
+from .errors import InputError, first_error
+from .fit import largest_fitting
+from .measurement import Measurement
+from .predict import predict, step_config
+from .workload import Workload
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    hardware: str = "h100-sxm-80gb"
+    warmup: int = Field(1, ge=1)
+    steps: int = Field(3, ge=1)
+    defaults: dict[str, Any] = {}
+    cases: list[dict[str, Any]] = Field(min_length=1)
+
+
+class Case(BaseModel):
+    """One run: its id, the workload (predicted on `hardware`) and the capacity the run emulates."""
+
+    id: str
+    workload: Workload
+    emulate_capacity_bytes: int = 0
+
+
+class CaseSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the rest are Workload fields
+    id: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
+    emulate: str | None = None
+    boundary: Literal["batch"] | None = None
+
+
+def load_suite(path: str | Path) -> tuple[Suite, list[Case]]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise InputError(f"suite: cannot read '{path}': {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise InputError(f"suite: '{path}' is not valid YAML: {e}") from None
+    try:
+        suite = Suite(**raw) if isinstance(raw, dict) else Suite(name="", cases=[])
+    except ValidationError as e:
+        raise InputError(f"suite '{path}': {first_error(e)}") from None
+    cases: list[Case] = []
+    for i, item in enumerate(suite.cases):
+        try:
+            spec = CaseSpec(**item)
+        except ValidationError as e:
+            raise InputError(f"suite '{path}': cases[{i}].{first_error(e)}") from None
+        fields = {**suite.defaults, **(spec.model_extra or {})}
+        hardware = spec.emulate or suite.hardware
+        try:
+            w = Workload.parse({**fields, "hardware": hardware})
+            step_config(w)  # the model resolves and is modeled: fail here, not in a worker
+            load_hardware(hardware)
+        except InputError as e:
+            raise InputError(f"suite '{path}': case '{spec.id}': {e}") from None
+        cap = load_hardware(spec.emulate).usable_bytes if spec.emulate else 0
+        if spec.boundary == "batch":
+            largest = largest_fitting(w, "batch")
+            if largest < 1:
+                raise InputError(f"suite '{path}': case '{spec.id}': no batch fits on {hardware}")
+            for b, tag in ((largest, "fits"), (largest + 1, "over")):
+                cases.append(Case(id=f"{spec.id}-b{b}-{tag}", workload=w.model_copy(update={"batch": b}),
+                                  emulate_capacity_bytes=cap))
+        else:
+            cases.append(Case(id=spec.id, workload=w, emulate_capacity_bytes=cap))
+    ids = [c.id for c in cases]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise InputError(f"suite '{path}': case id(s) {', '.join(dup)} used twice")
+    return suite, cases
+
+
+def read_results(path: Path) -> dict[str, Measurement]:
+    """The measurements already in a results file, by case id (a torn last line is ignored)."""
+    done: dict[str, Measurement] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                m = Measurement.model_validate_json(line)
+            except ValidationError:
+                continue
+            done[m.case] = m
+    return done
+
+
+def run_case(case: Case, suite: Suite, device: str = "auto", timeout_s: float = 1800) -> Measurement | str:
+    """One case in a fresh Python process; returns its Measurement, or the error it ended with."""
+    request = dict(case=case.id, workload=case.workload.model_dump(mode="json"), warmup=suite.warmup,
+                   steps=suite.steps, device=device, emulate_capacity_bytes=case.emulate_capacity_bytes)
+    try:
+        r = subprocess.run([sys.executable, "-m", "memsim.executors.worker", json.dumps(request)],
+                           capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout_s:.0f} s"
+    lines = r.stdout.strip().splitlines()
+    if r.returncode == 0 and lines:
+        return Measurement.model_validate_json(lines[-1])
+    tail = (r.stderr.strip().splitlines() or ["exited with code %d" % r.returncode])[-1]
+    return tail
+
+
+def run_suite(suite: Suite, cases: list[Case], out: Path, device: str = "auto", on_result=None) -> dict[str, Measurement]:
+    """Run the cases not yet in `out`, appending each result as it lands."""
+    done = read_results(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        if case.id in done:
+            if on_result:
+                on_result(case, done[case.id], resumed=True)
+            continue
+        result = run_case(case, suite, device)
+        if isinstance(result, Measurement):
+            with out.open("a") as f:
+                f.write(result.model_dump_json() + "\n")
+            done[case.id] = result
+        if on_result:
+            on_result(case, result, resumed=False)
+    return done
+
+
+def comparison(cases: list[Case], results: dict[str, Measurement]):
+    """Predicted beside measured, one row a case, as a pandas DataFrame."""
+    import pandas as pd
+
+    rows = []
+    for case in cases:
+        m = results.get(case.id)
+        if m is None:
+            continue
+        rep = predict(case.workload)
+        p = rep.peak["gpu"]
+        row = dict(case=case.id, predicted_fits=rep.fits, measured_fits=m.fits,
+                   predicted_allocated=p.allocated_bytes, measured_allocated=m.peak_allocated_bytes,
+                   predicted_reserved=p.reserved_bytes, measured_reserved=m.peak_reserved_bytes,
+                   predicted_device=p.device_bytes, measured_device=m.device_bytes,
+                   step_time_s=m.step_time_s, tokens_per_s=m.tokens_per_s)
+        for k in ("allocated", "reserved", "device"):
+            meas = row[f"measured_{k}"]
+            row[f"error_{k}"] = (row[f"predicted_{k}"] - meas) / meas if m.fits and meas else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary(df) -> dict[str, dict[str, float]]:
+    """Median and max |error| per figure over the cases that ran to the end."""
+    out = {}
+    for k in ("allocated", "reserved", "device"):
+        errs = [abs(e) for e in df[f"error_{k}"] if e == e] if len(df) else []
+        out[k] = {"median": statistics.median(errs) if errs else float("nan"), "max": max(errs) if errs else float("nan"),
+                  "cases": len(errs)}
+    return out
+
+
+def plot(df, path: Path, title: str = "") -> Path:
+    """Predicted against measured peak allocated bytes (left) and the error per case (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ran = df[df["measured_fits"]]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.22 * len(ran) + 1.5)))
+    gib = 2**30
+    hi = 0.0
+    for k, marker in (("allocated", "o"), ("reserved", "s"), ("device", "^")):
+        got = ran[ran[f"measured_{k}"] > 0]  # the CPU tracker measures allocated bytes only
+        if len(got):
+            a.scatter(got[f"measured_{k}"] / gib, got[f"predicted_{k}"] / gib, marker=marker, label=k, alpha=0.75)
+            hi = max(hi, float(got[[f"measured_{k}", f"predicted_{k}"]].max().max()) / gib)
+    a.plot([0, hi * 1.05], [0, hi * 1.05], color="grey", lw=0.8)
+    a.set(xlabel="measured GiB", ylabel="predicted GiB", title="peak memory, predicted vs measured")
+    a.legend()
+    y = range(len(ran))
+    b.barh(list(y), list(ran["error_allocated"] * 100), color="tab:blue")
+    b.set_yticks(list(y), list(ran["case"]), fontsize=7)
+    b.axvline(0, color="grey", lw=0.8)
+    b.set(xlabel="error of predicted peak allocated (%)", title="error per case")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,89 @@
+"""The executor on the CPU: real tensors, live bytes counted by the tracker, checked against the
+analytic prediction and the fake-tensor trace; and `memsim validate`'s run-resume-compare loop."""
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from memsim import Workload  # noqa: E402
+from memsim.cli import app  # noqa: E402
+from memsim.executors.matrix import FAMILIES  # noqa: E402
+from memsim.executors.run import measure, requested_bytes  # noqa: E402
+from memsim.executors.trace import trace_workload  # noqa: E402
+from memsim.predict import step_config  # noqa: E402
+from memsim.runtimes.hf_steps import build_program  # noqa: E402
+from memsim.simulator import simulate  # noqa: E402
+from memsim.validate import load_suite, read_results  # noqa: E402
+
+SMALL = dict(model=FAMILIES["llama"], hardware="8GiB", batch=2, seq=64, attention="eager")
+
+
+@pytest.mark.parametrize("extra", [
+    dict(task="train", precision={"weights": "fp32", "compute": "fp32"}),
+    dict(task="train", methods=[{"name": "lora", "rank": 8}]),
+    dict(task="train", methods=["activation-checkpointing"], optimizer={"name": "sgd-momentum"}),
+    dict(task="prefill", seq=128),
+    dict(task="decode", seq=100),
+], ids=["train-fp32", "train-lora", "train-ckpt-sgd", "prefill", "decode"])
+def test_cpu_measurement_matches_analytic_and_trace(extra):
+    w = Workload.parse({**SMALL, **extra})
+    m = measure(w, warmup=1, steps=1, device="cpu")
+    analytic = simulate(build_program(step_config(w)), exclude=("workspace",)).bytes
+    traced = trace_workload(w).peak_bytes
+    assert m.fits and m.provenance.backend == "cpu-tracker"
+    assert m.step_times_s and m.tokens_per_step > 0
+    assert abs(analytic - m.peak_allocated_bytes) / m.peak_allocated_bytes < 0.015
+    assert abs(traced - m.peak_allocated_bytes) / m.peak_allocated_bytes < 0.015
+
+
+def test_requested_bytes_parses_torch_oom_message():
+    msg = "CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 79.19 GiB"
+    assert requested_bytes(msg) == int(2.5 * 2**30)
+    assert requested_bytes("something else") == 0
+
+
+def test_validate_runs_resumes_and_compares(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: t\nhardware: 8GiB\nsteps: 1\ndefaults: " + json.dumps(SMALL) +
+        "\ncases:\n  - {id: pre, task: prefill}\n  - {id: dec, task: decode}\n")
+    out = tmp_path / "r.jsonl"
+    runner = CliRunner()
+    r = runner.invoke(app, ["validate", str(suite), "--device", "cpu", "--out", str(out), "--only", "pre"])
+    assert r.exit_code == 0, r.output
+    assert set(read_results(out)) == {"pre"}
+    first = out.read_text()
+    r = runner.invoke(app, ["validate", str(suite), "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_text().startswith(first)  # resumed: the finished case was not run again
+    assert set(read_results(out)) == {"pre", "dec"}
+    assert "allocated: median" in r.output and (tmp_path / "r.png").exists()
+
+
+def test_suite_boundary_expands_to_largest_and_one_more(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: b\ncases:\n  - {id: edge, model: tinyllama-1.1b, seq: 1024, emulate: rtx-4090, boundary: batch}\n")
+    _, cases = load_suite(suite)
+    assert [c.id.rsplit("-", 1)[1] for c in cases] == ["fits", "over"]
+    assert cases[1].workload.batch == cases[0].workload.batch + 1
+    assert cases[0].emulate_capacity_bytes == cases[1].emulate_capacity_bytes > 20 * 2**30
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("name: x\ncases: []\n", "cases"),
+    ("name: x\ncases:\n  - {id: a, model: no-such-model}\n", "unknown model"),
+    ("name: x\ncases:\n  - {id: a}\n  - {id: a}\n", "used twice"),
+    ("name: x\ncases:\n  - {id: 'bad id'}\n", "id"),
+    ("name: x\nbogus: 1\ncases:\n  - {id: a}\n", "bogus"),
+])
+def test_bad_suites_are_one_line_errors(tmp_path, text, needle):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(text)
+    r = CliRunner().invoke(app, ["validate", str(suite), "--device", "cpu", "--out", str(tmp_path / "o.jsonl")])
+    assert r.exit_code == 2
+    assert needle in r.output and "Traceback" not in r.output
