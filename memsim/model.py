@@ -11,10 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .errors import InputError, first_error
 
 # model_type values whose decoder layer the hf-transformers profile models.
-DENSE_TYPES = {"llama", "mistral", "qwen2"}
+DENSE_TYPES = {"llama", "mistral", "qwen2", "gemma2"}
 MOE_TYPES = {"mixtral", "qwen2_moe"}
 SUPPORTED_TYPES = DENSE_TYPES | MOE_TYPES
 REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+# Defaults of the config classes where they differ from Llama's, for keys a config.json may omit
+# (transformers 5.17 models/gemma2/configuration_gemma2.py, Gemma2Config).
+GEMMA2_DEFAULTS = dict(tie_word_embeddings=True, hidden_activation="gelu_pytorch_tanh", sliding_window=4096,
+                       attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
+# RMSNorms per decoder layer: input + post_attention; Gemma2DecoderLayer adds pre_ and post_feedforward.
+NORMS_PER_LAYER = {"gemma2": 4}
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 class ModelSpec(BaseModel):
@@ -32,6 +40,12 @@ class ModelSpec(BaseModel):
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     mlp_bias: bool = False
+    hidden_activation: str = "silu"
+    # Gemma-2: per-layer attention kind, the window of the sliding ones (tokens), logit soft-caps (None: off).
+    layer_types: tuple[str, ...] = ()
+    sliding_window: int = 0
+    attn_logit_softcapping: float | None = None
+    final_logit_softcapping: float | None = None
     # Mixture of experts (0 experts: dense).
     num_experts: int = 0
     experts_per_token: int = 0
@@ -69,7 +83,7 @@ class ModelSpec(BaseModel):
                 mlp += 3 * d * self.shared_expert_intermediate_size + d
         else:
             mlp = 3 * d * self.intermediate_size
-        return attn + mlp + 2 * d
+        return attn + mlp + NORMS_PER_LAYER.get(self.model_type, 2) * d
 
     def param_count(self) -> int:
         embed = self.vocab_size * self.hidden_size
@@ -104,6 +118,8 @@ class ModelSpec(BaseModel):
             attention_bias=bool(cfg.get("attention_bias", model_type.startswith("qwen2"))),
             mlp_bias=bool(cfg.get("mlp_bias", False)),
         )
+        if model_type == "gemma2":
+            fields.update(_gemma2_fields(cfg))
         if moe:
             fields.update(
                 num_experts=cfg.get("num_local_experts") or cfg.get("num_experts") or 0,
@@ -124,3 +140,25 @@ class ModelSpec(BaseModel):
             raise InputError(f"model: cannot read config.json at '{path}': {e}") from None
         return cls.from_config(cfg, name=Path(path).stem)
 
+
+
+def _gemma2_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Gemma-2's extra keys, with Gemma2Config's defaults; layer_types defaults to sliding for even
+    layers, full for odd ones (Gemma2Config.__post_init__)."""
+    d = GEMMA2_DEFAULTS
+    layers = cfg["num_hidden_layers"]
+    types = cfg.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+    bad = sorted(set(types) - set(LAYER_TYPES))
+    if bad or len(types) != layers:
+        raise InputError(f"model config: layer_types must list {layers} of {', '.join(LAYER_TYPES)}; got {bad or len(types)}")
+    window = cfg.get("sliding_window", d["sliding_window"])
+    if "sliding_attention" in types and not (isinstance(window, int) and window > 0):
+        raise InputError(f"model config: sliding_window must be a positive number of tokens with sliding layers; got {window!r}")
+    return dict(
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", d["tie_word_embeddings"])),
+        hidden_activation=cfg.get("hidden_activation") or d["hidden_activation"],
+        layer_types=tuple(types),
+        sliding_window=window if "sliding_attention" in types else 0,
+        attn_logit_softcapping=cfg.get("attn_logit_softcapping", d["attn_logit_softcapping"]),
+        final_logit_softcapping=cfg.get("final_logit_softcapping", d["final_logit_softcapping"]),
+    )
