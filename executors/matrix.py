@@ -1,4 +1,4 @@
-"""The analytic-vs-traced matrix: small models of three families across every axis memsim models.
+"""The analytic-vs-traced matrix: small models of four families across every axis memsim models.
 
 Shared by tests/test_traced.py (CI) and benchmarks/traced_matrix.py (the committed table).
 """
@@ -18,6 +18,14 @@ FAMILIES = {
     "qwen2": dict(model_type="qwen2", hidden_size=192, intermediate_size=512, num_hidden_layers=3,
                   num_attention_heads=6, num_key_value_heads=2, vocab_size=3000, max_position_embeddings=4096,
                   tie_word_embeddings=True),
+    # Gemma-2: 4 layers alternating sliding/global attention (layer_types' default), a window shorter than
+    # most cases' sequences (masks and the windowed cache matter), both soft-caps on; no tie_word_embeddings
+    # key, as in the published configs (Gemma2Config defaults it to true).
+    "gemma2": dict(model_type="gemma2", hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=128, query_pre_attn_scalar=128,
+                   vocab_size=2048, max_position_embeddings=4096, sliding_window=66,
+                   attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                   hidden_activation="gelu_pytorch_tanh"),
 }
 
 # (task, dtype, attention, optimizer, impl, methods, batch, seq, new tokens)

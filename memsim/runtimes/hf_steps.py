@@ -22,11 +22,20 @@ from ..optimizers import optimizer_cost
 from ..program import Program
 from ..simulator import cuda_rounded
 from ..tape import ACTIVATIONS, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, T, Tape
+from . import hf_gemma2
 from . import hf_transformers as hf
+from .hf_arch import FULL, LLAMA, Arch
 from .hf_transformers import FP32, INT64, Shapes
+from ..model import NORMS_PER_LAYER
 from ..methods.lora import LoraSpec, LoraWeight, adapter_param_bytes
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Families whose code departs from Llama's (memsim/runtimes/hf_arch.py).
+ARCHS = {"gemma2": hf_gemma2.GEMMA2}
+
+
+def _arch(m: ModelSpec) -> Arch:
+    return ARCHS.get(m.model_type, LLAMA)
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ def param_sizes(cfg: StepConfig) -> tuple[list[int], list[int]]:
     m, b = cfg.model, cfg.dtype_bytes
     d = m.hidden_size
     layer = [d * m.q_dim, d * m.kv_dim, d * m.kv_dim, m.q_dim * d]
-    layer += [d * m.intermediate_size] * 3 + [d, d]
+    layer += [d * m.intermediate_size] * 3 + [d] * NORMS_PER_LAYER.get(m.model_type, 2)
     if m.attention_bias:
         layer += [m.q_dim, m.kv_dim, m.kv_dim]
     all_params = [m.vocab_size * d] + layer * m.num_layers + [d]
@@ -97,7 +106,7 @@ def _embed(tp: Tape, sh: Shapes, trainable: bool) -> tuple[T, T, T]:
     table = tp.external("embed_tokens", m.vocab_size * m.hidden_size * sh.dtype_bytes, WEIGHTS, trainable, leaf=True)
     # embedding_dense_backward (CUDA): sorted and original indices, then the table's gradient.
     x0 = tp.op("embedding", [table, ids], sh.act(m.hidden_size), [ids], (ops.ws(2 * sh.tokens * INT64), ("grad", 0)))
-    return ids, table, x0
+    return ids, table, _arch(m).embed_post(tp, sh, x0)
 
 
 def _lora(cfg: StepConfig, tp: Tape, sh: Shapes, w: hf.LayerWeights) -> None:
@@ -111,7 +120,7 @@ def _layer_forward(cfg: StepConfig, tp: Tape, sh: Shapes, x: T, cos: T, sin: T, 
     w = hf.layer_weights(tp, sh, trainable=not cfg.lora_rank)
     if cfg.lora_rank:
         _lora(cfg, tp, sh, w)
-    return hf.decoder_layer(tp, sh, x, w, cos, sin, cache, mask)
+    return _arch(sh.model).decoder_layer(tp, sh, x, w, cos, sin, cache, mask)
 
 
 def _train(cfg: StepConfig) -> Program:
@@ -123,42 +132,29 @@ def _train(cfg: StepConfig) -> Program:
     cost = optimizer_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
     prog.static("optimizer state", cost.state_bytes, OPTIMIZER)
 
-    # Prologue: ids, embedding, positions, rotary tables, mask.
+    # Prologue: ids, embedding, the cache object, positions, rotary tables, masks.
+    arch = _arch(m)
     tp0 = Tape()
     ids, table, x0 = _embed(tp0, sh, trainable=not cfg.lora_rank)
+    scalars = _cache_scalars(tp0, m) if use_cache else 0
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
-    mask = hf.causal_mask(tp0, sh)
+    masks = arch.masks(tp0, sh)
     prog.add("forward", tp0.events)
     mark0 = len(tp0.events)
 
     # Layers: layer 0 keeps its input (inputs_embeds lives on in LlamaModel.forward); the others
     # free theirs when the loop rebinds hidden_states. Checkpointing changes what a layer keeps.
-    kinds = _layer_kinds(cfg)
     built = []
     owed = 0
     x0_owed = 0
-    for first, count, ckpt in kinds:
-        tp = Tape()
-        x = tp.incoming("hidden", sh.act(m.hidden_size), ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
-        ext_cos = tp.external("cos", cos.nbytes)
-        ext_sin = tp.external("sin", sin.nbytes)
-        ext_mask = tp.external("mask", mask.nbytes) if mask is not None else None
-        if ckpt:
-            fwd, bwd = _checkpointed_layer(cfg, sh, first, ext_cos, ext_sin, ext_mask)
-        else:
-            cache = [] if use_cache else None
-            out = _layer_forward(cfg, tp, sh, x, ext_cos, ext_sin, cache, ext_mask)
-            if cache:
-                owed += count * sum(tp.release_later(t) for t in cache)
-            if first:  # inputs_embeds: freed when LlamaModel.forward returns, unless saved
-                x0_owed = tp.release_later(x)
-            else:
-                tp.drop(x)
-            fwd = list(tp.events)
-            g = tp.incoming("grad.hidden", sh.act(m.hidden_size), TEMPORARIES)
-            tp.backward({id(out): g})
-            bwd = tp.events[len(fwd):]
+    for first, count, block in _layer_runs(cfg, _layer_types(sh, masks)):
+        fwd, bwd = [], []
+        for ckpt, kind in block:
+            f, b, layer_owed, embeds_owed = _train_layer(cfg, hf_gemma2.layer_shapes(sh, kind), first, ckpt, use_cache, cos, sin, masks[kind])
+            fwd, bwd = fwd + f, b + bwd
+            owed += count * layer_owed
+            x0_owed = x0_owed or embeds_owed
         prog.add("forward", fwd, count)
         built.append((bwd, count))
 
@@ -166,20 +162,21 @@ def _train(cfg: StepConfig) -> Program:
     tp2 = Tape()
     h_last = tp2.incoming("hidden", sh.act(m.hidden_size), ACTIVATIONS, requires_grad=True)
     norm_w = tp2.external("norm", m.hidden_size * sh.dtype_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
-    hn = hf.rms_norm(tp2, sh, h_last, norm_w)
+    hn = arch.rms_norm(tp2, sh, h_last, norm_w)
     tp2.drop(h_last)
     if x0_owed:
         tp2.events.append((x0_owed, ACTIVATIONS, -1))  # inputs_embeds
     tp2.events.append((pos.nbytes, ACTIVATIONS, -1))
-    if mask is not None:
-        tp2.events.append((mask.nbytes, ACTIVATIONS, -1))
+    for mask in masks.values():
+        if mask is not None:
+            tp2.events.append((mask.nbytes, ACTIVATIONS, -1))
     head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.dtype_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
     if m.tie_word_embeddings:
         table.has_grad = True  # tied: lm_head's gradient lands in .grad first; the embedding's is added in place
     loss, tail = _loss(tp2, sh, hn, head_w)
     tp2.drop(hn)
-    if owed:
-        tp2.events.append((owed, KV_CACHE, -1))
+    if owed or scalars:
+        tp2.events.append((owed + scalars, KV_CACHE, -1))
     prog.add("forward", tp2.events)
     mark2 = len(tp2.events)
     seed = tp2.new("loss.grad", FP32, TEMPORARIES)
@@ -200,6 +197,80 @@ def _train(cfg: StepConfig) -> Program:
     grads = sum(cuda_rounded(n) for n in trainable)
     prog.add("optimizer", [(cost.step_temp_bytes, TEMPORARIES, 1), (cost.step_temp_bytes, TEMPORARIES, -1), (grads, GRADIENTS, -1)])
     return prog
+
+
+def _train_layer(cfg: StepConfig, sh: Shapes, first: bool, ckpt: bool, use_cache: bool, cos: T, sin: T, mask: T | None):
+    """One decoder layer of a training step: (forward events, backward events, cache bytes and
+    inputs_embeds bytes whose free is owed to the epilogue)."""
+    m = cfg.model
+    tp = Tape()
+    x = tp.incoming("hidden", sh.act(m.hidden_size), ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
+    ext_cos = tp.external("cos", cos.nbytes)
+    ext_sin = tp.external("sin", sin.nbytes)
+    ext_mask = tp.external("mask", mask.nbytes) if mask is not None else None
+    if ckpt:
+        return (*_checkpointed_layer(cfg, sh, first, ext_cos, ext_sin, ext_mask), 0, 0)
+    cache = [] if use_cache else None
+    out = _layer_forward(cfg, tp, sh, x, ext_cos, ext_sin, cache, ext_mask)
+    owed = sum(tp.release_later(t) for t in cache) if cache else 0
+    x0_owed = 0
+    if first:  # inputs_embeds: freed when LlamaModel.forward returns, unless saved
+        x0_owed = tp.release_later(x)
+    else:
+        tp.drop(x)
+    fwd = list(tp.events)
+    g = tp.incoming("grad.hidden", sh.act(m.hidden_size), TEMPORARIES)
+    tp.backward({id(out): g})
+    return fwd, tp.events[len(fwd):], owed, x0_owed
+
+
+def _layer_types(sh: Shapes, masks: dict) -> list[str]:
+    """Each layer's attention type, sliding layers counted as full ones where this step makes them
+    allocate alike (same shapes, masks of the same size), so that runs stay long."""
+    m = sh.model
+    if not m.layer_types:
+        return [FULL] * m.num_layers
+    sliding = hf_gemma2.SLIDING
+    sizes = {kind: mask.nbytes if mask is not None else 0 for kind, mask in masks.items()}
+    if hf_gemma2.layer_shapes(sh, sliding) == sh and sizes.get(sliding) == sizes.get(FULL):
+        return [FULL] * m.num_layers
+    return list(m.layer_types)
+
+
+def _layer_runs(cfg: StepConfig, types: list[str], checkpointing: bool = True) -> list[tuple[bool, int, tuple]]:
+    """(is layer 0, repeats, block) runs: layer 0 alone, then blocks of consecutive layers, each a
+    tuple of (checkpointed, layer type), repeated; a block is one layer, or the shortest period
+    of the pattern (Gemma-2's alternating sliding/full layers: two), so the program does not grow
+    with depth."""
+    L, k = cfg.model.num_layers, cfg.checkpoint_every if checkpointing else 0
+    keys = [(bool(k) and i % k == 0, types[i]) for i in range(L)]
+    periods = sorted({1, 2, k or 1, 2 * (k or 1)})
+    runs: list[tuple[bool, int, tuple]] = [(True, 1, (keys[0],))]
+    i = 1
+    while i < L:
+        best_p, best_n = 1, 1
+        for p in periods:
+            block = keys[i:i + p]
+            if len(block) < p:
+                continue
+            n = 1
+            while keys[i + n * p:i + (n + 1) * p] == block:
+                n += 1
+            if n * p > best_p * best_n or (n * p == best_p * best_n and p < best_p):
+                best_p, best_n = p, n
+        runs.append((False, best_n, tuple(keys[i:i + best_p])))
+        i += best_p * best_n
+    return runs
+
+
+def _cache_scalars(tp: Tape, m: ModelSpec) -> int:
+    """The 8-byte tensors a DynamicCache built from the config allocates (sliding layers' windows)."""
+    n = _arch(m).cache_scalars(m)
+    if not n:
+        return 0
+    nbytes = n * cuda_rounded(hf_gemma2.CACHE_SCALAR_BYTES)  # each its own block
+    tp.events.append((nbytes, KV_CACHE, 1))
+    return nbytes
 
 
 def _input_needs_grad(cfg: StepConfig, first: bool) -> bool:
@@ -248,6 +319,7 @@ def _loss(tp: Tape, sh: Shapes, hn: T, head_w: T) -> tuple[T, list[T]]:
     to fp32, labels padded and shifted, cross_entropy = log_softmax + nll_loss."""
     V = sh.model.vocab_size
     logits = ops.linear(tp, "lm_head", hn, head_w, sh.act(V))
+    logits = _arch(sh.model).logits_post(tp, sh, logits)
     l32 = ops.cast(tp, "loss.logits_fp32", logits, sh.act(V, FP32))
     padded = tp.new("loss.labels_padded", sh.batch * (sh.seq + 1) * INT64)
     shifted = tp.new("loss.labels_shifted", sh.tokens * INT64)
@@ -264,41 +336,53 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
     """One no-grad forward that appends to a DynamicCache of `sh.past` tokens. Returns the bytes
     it leaves behind (the grown cache and the kept logits)."""
     m = cfg.model
+    arch = _arch(m)
     tp0 = Tape(grad_enabled=False)
     ids = tp0.new("input_ids", sh.tokens * INT64)
-    x0 = tp0.new("embedding", sh.act(m.hidden_size))
+    x0 = arch.embed_post(tp0, sh, tp0.new("embedding", sh.act(m.hidden_size)))
+    if not sh.past:  # the model's forward builds the DynamicCache (generate's is already there: static)
+        _cache_scalars(tp0, m)
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
-    mask = hf.causal_mask(tp0, sh)
+    masks = arch.masks(tp0, sh)
     prog.add(label, tp0.events)
 
-    kinds = [(True, 1), (False, m.num_layers - 1)]
-    for first, count in kinds:
-        tp = Tape(grad_enabled=False)
-        x = tp.incoming("hidden", x0.nbytes)
-        past = Shapes(m, sh.batch, sh.past, sh.dtype_bytes, sh.attention)
-        cache = [tp.incoming("cache.k", past.kv_bytes, KV_CACHE), tp.incoming("cache.v", past.kv_bytes, KV_CACHE)] if sh.past else []
-        out = _layer_forward(cfg, tp, sh, x, tp.external("cos", cos.nbytes), tp.external("sin", sin.nbytes), cache,
-                             tp.external("mask", mask.nbytes) if mask is not None else None)
-        if not first:
-            tp.drop(x)
-        prog.add(label, tp.events, count)
+    for first, count, block in _layer_runs(cfg, _layer_types(sh, masks), checkpointing=False):
+        events = []
+        for _, kind in block:
+            events += _inference_layer(cfg, sh, kind, first, cos, sin, masks[kind])
+        prog.add(label, events, count)
 
     tp2 = Tape(grad_enabled=False)
     h_last = tp2.incoming("hidden", x0.nbytes)
     norm_w = tp2.external("norm", m.hidden_size * sh.dtype_bytes, WEIGHTS)
-    hn = hf.rms_norm(tp2, sh, h_last, norm_w)
+    hn = arch.rms_norm(tp2, sh, h_last, norm_w)
     tp2.drop(h_last)
-    for t in (x0, pos, cos, sin):
-        tp2.events.append((t.nbytes, ACTIVATIONS, -1))
-    if mask is not None:
-        tp2.events.append((mask.nbytes, ACTIVATIONS, -1))
+    for t in (x0, pos, cos, sin, *masks.values()):
+        if t is not None:
+            tp2.events.append((t.nbytes, ACTIVATIONS, -1))
     rows = Shapes(m, sh.batch, logits_rows, sh.dtype_bytes, sh.attention)
     sliced = tp2.new("hidden[:, -k:]", rows.act(m.hidden_size)) if logits_rows != sh.seq else None
-    logits = tp2.new("logits", rows.act(m.vocab_size))
+    logits = arch.logits_post(tp2, rows, tp2.new("logits", rows.act(m.vocab_size)))
     tp2.drop(hn, sliced)
     prog.add(label, tp2.events)
     return logits.nbytes, ids.nbytes
+
+
+def _inference_layer(cfg: StepConfig, sh: Shapes, kind: str, first: bool, cos: T, sin: T, mask: T | None) -> list:
+    """One no-grad decoder layer of type `kind`: its cache grows from what the previous step left
+    (a cache of `sh.past` tokens came straight from the prompt's prefill when past == seq)."""
+    m = cfg.model
+    tp = Tape(grad_enabled=False)
+    x = tp.incoming("hidden", sh.act(m.hidden_size))
+    held = hf_gemma2.cached_tokens(m, kind, sh.past, from_prefill=sh.past == cfg.seq)
+    past = Shapes(m, sh.batch, held, sh.dtype_bytes, sh.attention)
+    cache = [tp.incoming("cache.k", past.kv_bytes, KV_CACHE), tp.incoming("cache.v", past.kv_bytes, KV_CACHE)] if sh.past else []
+    _layer_forward(cfg, tp, hf_gemma2.layer_shapes(sh, kind), x, tp.external("cos", cos.nbytes), tp.external("sin", sin.nbytes),
+                   cache, tp.external("mask", mask.nbytes) if mask is not None else None)
+    if not first:
+        tp.drop(x)
+    return tp.events
 
 
 def _prefill(cfg: StepConfig) -> Program:
@@ -310,8 +394,16 @@ def _prefill(cfg: StepConfig) -> Program:
 
 
 def _cache_static(prog: Program, cfg: StepConfig, tokens: int) -> None:
-    sh = Shapes(cfg.model, cfg.batch, tokens, cfg.dtype_bytes, cfg.attention)
-    prog.static("kv cache", 2 * cfg.model.num_layers * cuda_rounded(sh.kv_bytes), KV_CACHE)
+    """The K and V of every layer before a decode step over `tokens` cached ones (sliding layers hold
+    their window: hf_gemma2.cached_tokens), and the cache's own small tensors."""
+    m = cfg.model
+    types = m.layer_types or (FULL,) * m.num_layers
+    total = 0
+    for kind in set(types):
+        held = hf_gemma2.cached_tokens(m, kind, tokens, from_prefill=tokens == cfg.seq)
+        sh = Shapes(m, cfg.batch, held, cfg.dtype_bytes, cfg.attention)
+        total += 2 * types.count(kind) * cuda_rounded(sh.kv_bytes)
+    prog.static("kv cache", total + _arch(m).cache_scalars(m) * cuda_rounded(hf_gemma2.CACHE_SCALAR_BYTES), KV_CACHE)
 
 
 def _decode(cfg: StepConfig, past: int, prog: Program | None = None) -> Program:

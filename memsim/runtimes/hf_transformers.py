@@ -148,6 +148,8 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
         tp.drop(ke, v)
     if sh.attention == "eager":
         out, weights = eager_attention(tp, sh, qe, kc, vc, mask)
+    elif mask is not None:  # an explicit mask (Gemma-2's sliding layers once the window is reached)
+        out, weights = masked_sdpa_attention(tp, sh, qe, kc, vc, mask), None
     else:
         out, weights = sdpa_attention(tp, sh, qe, kc, vc), None
     tp.drop(qe, kc, vc)
@@ -173,11 +175,12 @@ def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
     return out[0], out[1]
 
 
-def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T) -> T:
-    """sdpa_attention_forward: one fused kernel; transpose(1, 2).contiguous() of its output is free."""
+def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, bias: T | None = None) -> T:
+    """sdpa_attention_forward: one fused kernel; transpose(1, 2).contiguous() of its output is free.
+    An additive `bias` (see masked_sdpa_attention) rules flash out and is saved for backward."""
     m = sh.model
     b, hq, s, hd = sh.batch, m.num_heads, sh.seq, m.head_dim
-    kernel = sh.sdpa_kernel
+    kernel = sh.sdpa_kernel if bias is None else "efficient" if m.head_dim % 8 == 0 and m.head_dim <= 256 else "math"
     out_bytes = sh.act(m.q_dim)
     if kernel == "math":
         return math_attention(tp, sh, q, k, v)
@@ -195,8 +198,37 @@ def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T) -> T:
         workspace = [b * hq * s * FP32]  # delta
     out, lse, seed, offset = tp.op(f"sdpa.{kernel}", [q, k, v], out_bytes, extra_outputs=(lse_bytes, 8, 8))
     recipe = (("grad", 0), ("grad", 1), ("grad", 2)) + tuple(ops.ws(n) for n in workspace)
-    tp.record(f"sdpa.{kernel}", [q, k, v], out, [q, k, v, out, lse, seed, offset], recipe)
+    saved = [q, k, v] + ([bias] if bias is not None else []) + [out, lse, seed, offset]
+    tp.record(f"sdpa.{kernel}", [q, k, v], out, saved, recipe)
     tp.drop(lse, seed, offset)
+    return out
+
+
+# attention.cpp preprocess_mask: the memory-efficient kernel's bias is padded to a multiple of 16 keys.
+MEM_EFF_ALIGNMENT = 16
+
+
+def masked_sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T) -> T:
+    """sdpa_attention_forward with a boolean mask: use_gqa_in_sdpa is False, so K and V are repeated
+    per query head; torch's scaled_dot_product_attention makes the mask additive in the model dtype
+    (attention.cpp convert_boolean_attn_mask: zeros_like(mask) [b, 1, q, kv], masked_fill_ where
+    logical_not(mask)); preprocess_mask expands it to [b, h, q, kv] and, when kv is not a multiple of
+    16, pads it (a [b, h, q, kv16] copy) for the memory-efficient kernel, which saves it."""
+    m = sh.model
+    rep = m.num_heads // m.num_kv_heads
+    kr = repeat_kv(tp, sh, k, rep)
+    vr = repeat_kv(tp, sh, v, rep)
+    n = sh.batch * sh.seq * sh.kv_len
+    bias = tp.new("sdpa.mask_additive", n * sh.dtype_bytes)
+    tp.drop(tp.new("sdpa.mask_not", n))
+    if sh.kv_len % MEM_EFF_ALIGNMENT:
+        kv16 = -(-sh.kv_len // MEM_EFF_ALIGNMENT) * MEM_EFF_ALIGNMENT
+        padded = tp.new("sdpa.mask_padded", sh.batch * m.num_heads * sh.seq * kv16 * sh.dtype_bytes)
+        tp.drop(bias)
+        bias = padded
+    # (head dims the efficient kernel refuses fall back to math, modeled as the causal math path)
+    out = sdpa_attention(tp, sh, q, kr, vr, bias)
+    tp.drop(kr, vr, bias)
     return out
 
 
@@ -248,6 +280,10 @@ def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> t
     tp.drop(qc, kr)
     scaled = ops.scale(tp, "attn.scale", att)
     tp.drop(att)
+    if m.attn_logit_softcapping:  # Gemma-2's eager_attention_forward: scores / cap, tanh, * cap
+        from .hf_gemma2 import softcap
+
+        scaled = softcap(tp, "attn.softcap", scaled)
     if mask is not None:
         masked = ops.add(tp, "attn.mask", scaled, mask, scores)
         tp.drop(scaled)
