@@ -275,9 +275,11 @@ def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> t
     scores = b * hq * s * kv * sh.dtype_bytes
     kr = repeat_kv(tp, sh, k, rep)
     vr = repeat_kv(tp, sh, v, rep)
-    qc = ops.copy(tp, "matmul.q_contiguous", q)  # q is [b, h, s, d] over a [b, s, h, d] layout
+    # q is [b, h, s, d] over a [b, s, h, d] layout: matmul's reshape to [b*h, s, d] copies it,
+    # unless b or s is 1 (then the dims merge as a view).
+    qc = ops.copy(tp, "matmul.q_contiguous", q) if b > 1 and s > 1 else tp.view("matmul.q", q)
     att = tp.op("attn.qk", [qc, kr], scores, [qc, kr], (("grad", 0), ("grad", 1)))
-    tp.drop(qc, kr)
+    tp.drop(qc)  # key_states (kr) is a local: it lives until the function returns
     scaled = ops.scale(tp, "attn.scale", att)
     tp.drop(att)
     if m.attn_logit_softcapping:  # Gemma-2's eager_attention_forward: scores / cap, tanh, * cap
@@ -294,9 +296,8 @@ def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> t
     p = ops.cast(tp, "softmax.to_dtype", p32, scores)
     tp.drop(p32, scaled)
     out = tp.op("attn.pv", [p, vr], sh.act(m.q_dim), [p, vr], (("grad", 0), ("grad", 1)))
-    tp.drop(vr)
     oc = ops.copy(tp, "attn.transpose_contiguous", out)
-    tp.drop(out)
+    tp.drop(out, kr, vr)
     return oc, p
 
 
