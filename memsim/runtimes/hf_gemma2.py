@@ -3,8 +3,8 @@ departs from Llama's code, op by op. Everything else (projections, rotary embedd
 attention, the MLP, the loss) is the shared code of hf_transformers.
 
 What differs, and what it costs in memory:
-- Gemma2TextScaledWordEmbedding: embedding * embed_scale.to(dtype) (sqrt(hidden_size), a 0-d fp32
-  buffer): a second [b, s, d] tensor, the first freed; the 0-d copy is saved for backward.
+- Gemma2TextScaledWordEmbedding: embedding * embed_scale.to(dtype) (sqrt(hidden_size), a 0-d buffer
+  in the model dtype): a second [b, s, d] tensor, the first freed.
 - Gemma2RMSNorm computes in fp32 and scales by (1 + weight.float()) before casting back, so autograd
   keeps the fp32 normalized tensor (Llama keeps the cast one in the model dtype); four per layer
   (input, post_attention, pre_feedforward, post_feedforward).
@@ -78,10 +78,11 @@ def logits_softcap(tp: Tape, sh: Shapes, logits: T) -> T:
 
 
 def embed_scale(tp: Tape, sh: Shapes, x: T) -> T:
-    """Gemma2TextScaledWordEmbedding.forward: embedding * self.embed_scale.to(self.weight.dtype)."""
-    scale = ops.cast(tp, "embed_scale.to_dtype", tp.external("embed_scale", FP32), sh.dtype_bytes)
+    """Gemma2TextScaledWordEmbedding.forward: embedding * self.embed_scale.to(self.weight.dtype). The
+    0-d buffer already has the model's dtype (the model is built in it), so .to() copies nothing."""
+    scale = tp.external("embed_scale", sh.dtype_bytes)
     out = ops.mul(tp, "embed.scale", x, scale, x.nbytes)
-    tp.drop(x, scale)
+    tp.drop(x)
     return out
 
 

@@ -334,8 +334,9 @@ def decoder_layer(tp: Tape, sh: Shapes, x: T, w: LayerWeights, cos: T, sin: T, c
 
 # -- LlamaModel.forward: position ids, rotary tables, the mask ------------------------------------
 def rotary_tables(tp: Tape, sh: Shapes) -> tuple[T, T]:
-    """LlamaRotaryEmbedding.forward: fp32 tables for the positions, then cast to the model dtype."""
-    b, s, hd = sh.batch, sh.seq, sh.model.head_dim
+    """LlamaRotaryEmbedding.forward: fp32 tables for the positions, then cast to the model dtype.
+    The model's position_ids are arange(s).unsqueeze(0): the tables have batch 1 and broadcast."""
+    b, s, hd = 1, sh.seq, sh.model.head_dim
     inv = tp.new("rope.inv_freq", hd // 2 * FP32)
     freqs = tp.new("rope.freqs", b * s * hd // 2 * FP32)
     emb = tp.new("rope.emb", b * s * hd * FP32)
