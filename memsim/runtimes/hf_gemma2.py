@@ -144,9 +144,17 @@ def sliding_mask(tp: Tape, sh: Shapes) -> T | None:
 def layer_shapes(sh: Shapes, layer_type: str) -> Shapes:
     """A sliding layer attends to the last W-1 cached tokens plus the new ones (get_mask_sizes; update
     returns cat([kept, new]))."""
-    if layer_type != SLIDING or sh.past < sh.model.sliding_window:
+    if layer_type != SLIDING:
         return sh
-    return replace(sh, past=sh.model.sliding_window - 1)
+    w = sh.model.sliding_window
+    return replace(sh, past=min(sh.past, w - 1), window=w)
+
+
+def allocates_like_full(sh: Shapes, masks: dict) -> bool:
+    """Whether this step's sliding layers allocate what its full ones do: no cache to grow yet (the
+    sliding cache's update order and window only matter past the prompt) and masks of one size."""
+    size = {kind: mask.nbytes if mask is not None else 0 for kind, mask in masks.items()}
+    return sh.past == 0 and size.get(SLIDING, 0) == size.get(FULL, 0)
 
 
 def cached_tokens(m: ModelSpec, layer_type: str, past: int, from_prefill: bool) -> int:

@@ -230,9 +230,7 @@ def _layer_types(sh: Shapes, masks: dict) -> list[str]:
     m = sh.model
     if not m.layer_types:
         return [FULL] * m.num_layers
-    sliding = hf_gemma2.SLIDING
-    sizes = {kind: mask.nbytes if mask is not None else 0 for kind, mask in masks.items()}
-    if hf_gemma2.layer_shapes(sh, sliding) == sh and sizes.get(sliding) == sizes.get(FULL):
+    if hf_gemma2.allocates_like_full(sh, masks):
         return [FULL] * m.num_layers
     return list(m.layer_types)
 

@@ -30,6 +30,7 @@ class Shapes:
     dtype_bytes: int  # activations and weights (no autocast)
     attention: str  # eager | sdpa
     past: int = 0
+    window: int = 0  # a sliding-window layer's window (Gemma-2), 0 for full attention
 
     @property
     def tokens(self) -> int:
@@ -160,8 +161,10 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
 
 def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
     """DynamicLayer.update: keys = torch.cat([keys, new]) (an empty tensor at first). `cache`
-    holds this layer's [K, V] from earlier steps (empty at first); it keeps the new ones."""
+    holds this layer's [K, V] from earlier steps (empty at first); it keeps the new ones.
+    DynamicSlidingWindowLayer.update (sh.window) makes both cats before rebinding keys and values."""
     out = []
+    olds = []
     for i, new in enumerate((k, v)):
         old = cache[i] if cache else None
         inputs = [new] if old is None else [old, new]
@@ -169,8 +172,11 @@ def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
         t.storage.category = KV_CACHE
         tp.events[-1] = (t.nbytes, KV_CACHE, 1)
         if old is not None:
-            tp.drop(old)
+            olds.append(old)
+            if not sh.window:
+                tp.drop(olds.pop())
         out.append(t)
+    tp.drop(*olds)
     cache[:] = [tp._hold(out[0]), tp._hold(out[1])]
     return out[0], out[1]
 
