@@ -77,12 +77,30 @@ def cuda_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=Non
     )[0]
 
 
+def _unpacked(find_packed):
+    """transformers.masking_utils.find_packed_sequence_indices returns its packed-sequence ids
+    unchecked when its input is a fake tensor (utils.import_utils.is_tracing counts fake tensors as
+    tracing), which makes every mask of a cache-less forward (checkpointed training) explicit. On a
+    GPU it checks them and returns None: the step protocols never pack sequences."""
+
+    def find_packed_sequence_indices(position_ids):
+        find_packed(position_ids)  # its transient tensors, as on the GPU
+        return None
+
+    return find_packed_sequence_indices
+
+
 @contextlib.contextmanager
 def cuda_dispatch():
-    """Route SDPA to CUDA's kernel choice for the duration."""
+    """Route SDPA to CUDA's kernel choice, and let masking see unpacked positions, for the duration."""
+    from transformers import masking_utils
+
     original = F.scaled_dot_product_attention
+    find_packed = masking_utils.find_packed_sequence_indices
     F.scaled_dot_product_attention = cuda_sdpa
+    masking_utils.find_packed_sequence_indices = _unpacked(find_packed)
     try:
         yield
     finally:
         F.scaled_dot_product_attention = original
+        masking_utils.find_packed_sequence_indices = find_packed

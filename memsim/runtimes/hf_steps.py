@@ -166,10 +166,10 @@ def _train(cfg: StepConfig) -> Program:
     tp2.drop(h_last)
     if x0_owed:
         tp2.events.append((x0_owed, ACTIVATIONS, -1))  # inputs_embeds
-    tp2.events.append((pos.nbytes, ACTIVATIONS, -1))
-    for mask in masks.values():
-        if mask is not None:
-            tp2.events.append((mask.nbytes, ACTIVATIONS, -1))
+    # Checkpointed layers hold their arguments (position ids, masks) until their backward.
+    held_args = [t for t in (pos, *masks.values()) if t is not None]
+    if not cfg.checkpoint_every:
+        tp2.events += [(t.nbytes, ACTIVATIONS, -1) for t in held_args]
     head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.dtype_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
     if m.tie_word_embeddings:
         table.has_grad = True  # tied: lm_head's gradient lands in .grad first; the embedding's is added in place
@@ -191,6 +191,8 @@ def _train(cfg: StepConfig) -> Program:
     x0.storage.external = True  # its free was accounted where its last reference died
     tp0.backward({id(x0): g0})
     tp0.drop(cos, sin)  # saved by every layer's rope: layer 0's backward released the last
+    if cfg.checkpoint_every:
+        tp0.drop(*held_args)
     prog.add("backward", tp0.events[mark0:])
 
     # optimizer.step() then zero_grad(set_to_none=True).
