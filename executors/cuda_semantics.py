@@ -68,9 +68,10 @@ def cuda_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=Non
     attn_mask = additive_mask(attn_mask, q.dtype)
     if backend == "efficient":
         needs_lse = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-        bias = efficient_bias(attn_mask, q, k) if attn_mask is not None else None
+        if attn_mask is not None:  # attn_mask.value() = preprocess_mask(...): the unpadded one goes
+            attn_mask = efficient_bias(attn_mask, q, k)
         return aten._scaled_dot_product_efficient_attention(
-            q, k, v, bias, needs_lse, dropout_p, is_causal, scale=scale
+            q, k, v, attn_mask, needs_lse, dropout_p, is_causal, scale=scale
         )[0]
     return aten._scaled_dot_product_attention_math(
         q, k, v, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa
