@@ -152,7 +152,7 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods")
             for name in model_names():
                 try:
                     m = load_model(name)
-                except InputError:  # in the catalog, not modeled yet (e.g. Gemma-2): listed as such
+                except InputError:  # in the catalog, not modeled yet: listed as such
                     t.add_row(name, json.loads((models_dir() / f"{name}.json").read_text()).get("model_type", "?"), "not modeled yet", "", "", "", "")
                     continue
                 kind = m.model_type + (" (MoE: not modeled yet)" if m.is_moe else "")

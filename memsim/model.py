@@ -23,6 +23,9 @@ GEMMA2_DEFAULTS = dict(tie_word_embeddings=True, hidden_activation="gelu_pytorch
 # RMSNorms per decoder layer: input + post_attention; Gemma2DecoderLayer adds pre_ and post_feedforward.
 NORMS_PER_LAYER = {"gemma2": 4}
 LAYER_TYPES = ("full_attention", "sliding_attention")
+# Activations that run as one ATen op saving its input (transformers activations.py: SiLUActivation
+# -> F.silu; GELUTanh -> F.gelu(approximate="tanh"); GELUActivation -> F.gelu), which mlp() models.
+FUSED_ACTIVATIONS = ("gelu_pytorch_tanh", "gelu", "silu")
 
 
 class ModelSpec(BaseModel):
@@ -119,7 +122,7 @@ class ModelSpec(BaseModel):
             mlp_bias=bool(cfg.get("mlp_bias", False)),
         )
         if model_type == "gemma2":
-            fields.update(_gemma2_fields(cfg))
+            fields.update(_gemma2_fields(cfg, name))
         if moe:
             fields.update(
                 num_experts=cfg.get("num_local_experts") or cfg.get("num_experts") or 0,
@@ -142,21 +145,23 @@ class ModelSpec(BaseModel):
 
 
 
-def _gemma2_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+def _gemma2_fields(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     """Gemma-2's extra keys, with Gemma2Config's defaults; layer_types defaults to sliding for even
     layers, full for odd ones (Gemma2Config.__post_init__)."""
     d = GEMMA2_DEFAULTS
     layers = cfg["num_hidden_layers"]
     types = cfg.get("layer_types") or ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
-    bad = sorted(set(types) - set(LAYER_TYPES))
-    if bad or len(types) != layers:
-        raise InputError(f"model config: layer_types must list {layers} of {', '.join(LAYER_TYPES)}; got {bad or len(types)}")
+    if not isinstance(types, list) or len(types) != layers or set(types) - set(LAYER_TYPES):
+        raise InputError(f"model config '{name}': layer_types must list {layers} entries, each one of {', '.join(LAYER_TYPES)}")
     window = cfg.get("sliding_window", d["sliding_window"])
     if "sliding_attention" in types and not (isinstance(window, int) and window > 0):
-        raise InputError(f"model config: sliding_window must be a positive number of tokens with sliding layers; got {window!r}")
+        raise InputError(f"model config '{name}': sliding_window must be a positive number of tokens with sliding layers; got {window!r}")
+    act = cfg.get("hidden_activation") or d["hidden_activation"]
+    if act not in FUSED_ACTIVATIONS:
+        raise InputError(f"model config '{name}': hidden_activation '{act}' is not modeled; modeled: {', '.join(FUSED_ACTIVATIONS)}")
     return dict(
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", d["tie_word_embeddings"])),
-        hidden_activation=cfg.get("hidden_activation") or d["hidden_activation"],
+        hidden_activation=act,
         layer_types=tuple(types),
         sliding_window=window if "sliding_attention" in types else 0,
         attn_logit_softcapping=cfg.get("attn_logit_softcapping", d["attn_logit_softcapping"]),

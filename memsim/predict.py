@@ -16,7 +16,7 @@ def step_config(w: Workload) -> StepConfig:
     if model.is_moe:
         raise InputError(
             f"model: '{model.name}' is a mixture of experts ({model.model_type}); its experts are not modeled yet, only dense "
-            "llama/mistral/qwen2 decoders are"
+            "llama/mistral/qwen2/gemma2 decoders are"
         )
     ckpt = w.method("activation-checkpointing")
     lora = w.method("lora")
