@@ -151,7 +151,8 @@ def _train(cfg: StepConfig) -> Program:
     for first, count, block in _layer_runs(cfg, _layer_types(sh, masks)):
         fwd, bwd = [], []
         for ckpt, kind in block:
-            f, b, layer_owed, embeds_owed = _train_layer(cfg, hf_gemma2.layer_shapes(sh, kind), first, ckpt, use_cache, cos, sin, masks[kind])
+            lsh = hf_gemma2.layer_shapes(sh, kind)
+            f, b, layer_owed, embeds_owed = _train_layer(cfg, lsh, first, ckpt, use_cache, cos, sin, masks[kind])
             fwd, bwd = fwd + f, b + bwd
             owed += count * layer_owed
             x0_owed = x0_owed or embeds_owed
@@ -277,19 +278,6 @@ def _input_needs_grad(cfg: StepConfig, first: bool) -> bool:
     """A layer's input needs grad unless it is the frozen embedding's output; under checkpointing
     PEFT users call enable_input_require_grads(), which marks it too."""
     return not (first and cfg.lora_rank and not cfg.checkpoint_every)
-
-
-def _layer_kinds(cfg: StepConfig) -> list[tuple[bool, int, bool]]:
-    """(is layer 0, how many, checkpointed) runs of identical layers."""
-    L, k = cfg.model.num_layers, cfg.checkpoint_every
-    flags = [bool(k) and i % k == 0 for i in range(L)]
-    runs: list[tuple[bool, int, bool]] = [(True, 1, flags[0])]
-    for i in range(1, L):
-        if runs[-1][0] is False and runs[-1][2] == flags[i]:
-            runs[-1] = (False, runs[-1][1] + 1, flags[i])
-        else:
-            runs.append((False, 1, flags[i]))
-    return runs
 
 
 def _checkpointed_layer(cfg, sh, first, cos, sin, mask):
