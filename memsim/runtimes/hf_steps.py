@@ -22,6 +22,7 @@ from ..optimizers import optimizer_cost
 from ..program import Program
 from ..simulator import cuda_rounded
 from ..tape import ACTIVATIONS, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, T, Tape
+from . import hf_moe
 from . import hf_transformers as hf
 from .hf_transformers import FP32, INT64, Shapes
 from ..methods.lora import LoraSpec, LoraWeight, adapter_param_bytes
@@ -50,7 +51,7 @@ def param_sizes(cfg: StepConfig) -> tuple[list[int], list[int]]:
     m, b = cfg.model, cfg.dtype_bytes
     d = m.hidden_size
     layer = [d * m.q_dim, d * m.kv_dim, d * m.kv_dim, m.q_dim * d]
-    layer += [d * m.intermediate_size] * 3 + [d, d]
+    layer += (hf_moe.param_counts(m) if m.is_moe else [d * m.intermediate_size] * 3) + [d, d]
     if m.attention_bias:
         layer += [m.q_dim, m.kv_dim, m.kv_dim]
     all_params = [m.vocab_size * d] + layer * m.num_layers + [d]
@@ -109,6 +110,8 @@ def _lora(cfg: StepConfig, tp: Tape, sh: Shapes, w: hf.LayerWeights) -> None:
 
 def _layer_forward(cfg: StepConfig, tp: Tape, sh: Shapes, x: T, cos: T, sin: T, cache: list, mask) -> T:
     w = hf.layer_weights(tp, sh, trainable=not cfg.lora_rank)
+    if cfg.model.is_moe:
+        w.moe = hf_moe.MoeWeights.build(tp, sh, trainable=not cfg.lora_rank)
     if cfg.lora_rank:
         _lora(cfg, tp, sh, w)
     return hf.decoder_layer(tp, sh, x, w, cos, sin, cache, mask)
