@@ -133,7 +133,8 @@ def rope(tp: Tape, x: T, cos: T, sin: T) -> T:
 
 
 # -- LlamaAttention.forward ----------------------------------------------------------------------
-def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache: list, mask: T | None) -> T:
+def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache: list, mask: T | None) -> tuple[T, T | None]:
+    """Returns (output, attention weights): eager returns its weights, SDPA None."""
     m = sh.model
     q = ops.linear(tp, "q_proj", h, w.q, sh.act(m.q_dim), w.q_bias)
     k = ops.linear(tp, "k_proj", h, w.k, sh.act(m.kv_dim), w.k_bias)
@@ -146,14 +147,15 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
     else:
         kc, vc = cache_update(tp, sh, ke, v, cache)
         tp.drop(ke, v)
+    weights = None
     if sh.attention == "eager":
-        out = eager_attention(tp, sh, qe, kc, vc, mask)
+        out, weights = eager_attention(tp, sh, qe, kc, vc, mask)
     else:
         out = sdpa_attention(tp, sh, qe, kc, vc)
     tp.drop(qe, kc, vc)
     o = ops.linear(tp, "o_proj", out, w.o, sh.act(m.hidden_size))
     tp.drop(out)
-    return o
+    return o, weights
 
 
 def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
@@ -234,8 +236,9 @@ def repeat_kv(tp: Tape, sh: Shapes, x: T, rep: int) -> T:
     return tp.op("repeat_kv", [x], x.nbytes * rep, (), (("grad", 0),))
 
 
-def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> T:
-    """eager_attention_forward: scores materialized, softmax in fp32, then cast back."""
+def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> tuple[T, T]:
+    """eager_attention_forward: scores materialized, softmax in fp32, then cast back. Returns the
+    output and the attention weights, which the caller holds."""
     m = sh.model
     b, hq, s, kv = sh.batch, m.num_heads, sh.seq, sh.kv_len
     rep = m.num_heads // m.num_kv_heads
@@ -259,8 +262,8 @@ def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> T
     out = tp.op("attn.pv", [p, vr], sh.act(m.q_dim), [p, vr], (("grad", 0), ("grad", 1)))
     tp.drop(vr)
     oc = ops.copy(tp, "attn.transpose_contiguous", out)
-    tp.drop(out, p)  # the attention weights are returned, then dropped by the decoder layer
-    return oc
+    tp.drop(out)
+    return oc, p
 
 
 # -- LlamaMLP.forward --------------------------------------------------------------------------
@@ -282,7 +285,8 @@ def mlp(tp: Tape, sh: Shapes, h: T, w: LayerWeights, width: int | None = None) -
 # -- LlamaDecoderLayer.forward -------------------------------------------------------------------
 def decoder_layer(tp: Tape, sh: Shapes, x: T, w: LayerWeights, cos: T, sin: T, cache: list, mask: T | None) -> T:
     h = rms_norm(tp, sh, x, w.ln1)
-    a = attention(tp, sh, h, w, cos, sin, cache, mask)
+    # `hidden_states, _ = self.self_attn(...)`: `_` keeps eager's attention weights until the layer returns.
+    a, attn_weights = attention(tp, sh, h, w, cos, sin, cache, mask)
     tp.drop(h)
     mid = ops.add(tp, "residual.attn", x, a)
     tp.drop(a)
@@ -290,7 +294,7 @@ def decoder_layer(tp: Tape, sh: Shapes, x: T, w: LayerWeights, cos: T, sin: T, c
     f = w.moe.forward(tp, sh, h) if w.moe is not None else mlp(tp, sh, h, w)
     tp.drop(h)
     out = ops.add(tp, "residual.mlp", mid, f)
-    tp.drop(f, mid)
+    tp.drop(f, mid, attn_weights)
     return out
 
 
