@@ -52,6 +52,27 @@ def param_counts(m) -> list[int]:
     return out
 
 
+def unused_sliding_mask(tp: Tape, sh: Shapes) -> T | None:
+    """Qwen2MoeModel.forward builds `create_sliding_window_causal_mask` for every forward, used
+    or not; with use_sliding_window false the config sets sliding_window = 0
+    (configuration_qwen2_moe.py), which masking_utils cannot skip: the boolean mask is
+    materialized (eager: then made additive) and lives in causal_mask_mapping until the model's
+    forward returns. None for other models."""
+    if sh.model.model_type != "qwen2_moe":
+        return None
+    if sh.attention == "eager":
+        return hf.causal_mask(tp, sh)
+    q, kv = sh.seq, sh.kv_len
+    index = [tp.new("mask.index", n * INT64) for n in (kv, kv, q, q)]  # sdpa_mask's kv/q aranges and offsets
+    beyond = tp.new("mask.gt", q * kv * BOOL)
+    both = tp.new("mask.and", q * kv * BOOL)
+    tp.drop(beyond)
+    within = tp.new("mask.le", q * kv * BOOL)
+    mask = tp.new("mask.sliding", q * kv * BOOL)  # expanded over the batch: a view
+    tp.drop(within, both, *index)
+    return mask
+
+
 @dataclass
 class SharedExpert:
     """Qwen2MoeMLP's weights, in the shape hf.mlp reads."""

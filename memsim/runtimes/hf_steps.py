@@ -132,6 +132,7 @@ def _train(cfg: StepConfig) -> Program:
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
     mask = hf.causal_mask(tp0, sh)
+    sliding = hf_moe.unused_sliding_mask(tp0, sh)
     prog.add("forward", tp0.events)
     mark0 = len(tp0.events)
 
@@ -174,8 +175,9 @@ def _train(cfg: StepConfig) -> Program:
     if x0_owed:
         tp2.events.append((x0_owed, ACTIVATIONS, -1))  # inputs_embeds
     tp2.events.append((pos.nbytes, ACTIVATIONS, -1))
-    if mask is not None:
-        tp2.events.append((mask.nbytes, ACTIVATIONS, -1))
+    for t in (mask, sliding):
+        if t is not None:
+            tp2.events.append((t.nbytes, ACTIVATIONS, -1))
     head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.dtype_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
     if m.tie_word_embeddings:
         table.has_grad = True  # tied: lm_head's gradient lands in .grad first; the embedding's is added in place
@@ -273,6 +275,7 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
     mask = hf.causal_mask(tp0, sh)
+    sliding = hf_moe.unused_sliding_mask(tp0, sh)
     prog.add(label, tp0.events)
 
     kinds = [(True, 1), (False, m.num_layers - 1)]
@@ -294,8 +297,9 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
     tp2.drop(h_last)
     for t in (x0, pos, cos, sin):
         tp2.events.append((t.nbytes, ACTIVATIONS, -1))
-    if mask is not None:
-        tp2.events.append((mask.nbytes, ACTIVATIONS, -1))
+    for t in (mask, sliding):
+        if t is not None:
+            tp2.events.append((t.nbytes, ACTIVATIONS, -1))
     rows = Shapes(m, sh.batch, logits_rows, sh.dtype_bytes, sh.attention)
     sliced = tp2.new("hidden[:, -k:]", rows.act(m.hidden_size)) if logits_rows != sh.seq else None
     logits = tp2.new("logits", rows.act(m.vocab_size))
