@@ -1,4 +1,4 @@
-"""The analytic-vs-traced matrix: small models of three families across every axis memsim models.
+"""The analytic-vs-traced matrix: small models of five families (three dense, two MoE) across every axis memsim models.
 
 Shared by tests/test_traced.py (CI) and benchmarks/traced_matrix.py (the committed table).
 """
