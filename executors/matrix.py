@@ -1,4 +1,4 @@
-"""The analytic-vs-traced matrix: small models of three families across every axis memsim models.
+"""The analytic-vs-traced matrix: small models of five families (three dense, two MoE) across every axis memsim models.
 
 Shared by tests/test_traced.py (CI) and benchmarks/traced_matrix.py (the committed table).
 """
@@ -18,6 +18,15 @@ FAMILIES = {
     "qwen2": dict(model_type="qwen2", hidden_size=192, intermediate_size=512, num_hidden_layers=3,
                   num_attention_heads=6, num_key_value_heads=2, vocab_size=3000, max_position_embeddings=4096,
                   tie_word_embeddings=True),
+    # Mixture of experts: top-2 of 8 (Mixtral, fp32 routing weights) and top-4 of 8 plus a gated
+    # shared expert (Qwen2-MoE, routing weights in the model dtype, no renormalization).
+    "mixtral": dict(model_type="mixtral", hidden_size=256, intermediate_size=384, num_hidden_layers=3,
+                    num_attention_heads=8, num_key_value_heads=2, vocab_size=1024, max_position_embeddings=4096,
+                    num_local_experts=8, num_experts_per_tok=2, sliding_window=None, tie_word_embeddings=False),
+    "qwen2_moe": dict(model_type="qwen2_moe", hidden_size=192, intermediate_size=512, moe_intermediate_size=128,
+                      shared_expert_intermediate_size=256, num_hidden_layers=3, num_attention_heads=6,
+                      num_key_value_heads=2, vocab_size=2048, max_position_embeddings=4096, num_experts=8,
+                      num_experts_per_tok=4, norm_topk_prob=False, tie_word_embeddings=False),
 }
 
 # (task, dtype, attention, optimizer, impl, methods, batch, seq, new tokens)
@@ -39,10 +48,20 @@ CASES = [
 ]
 
 
+# Families that run a subset of CASES (by index): MoE models cannot take LoRA on the MLP (case 8:
+# PEFT's target_modules miss the 3-D expert weights); Qwen2-MoE runs a cheaper cross-section.
+CASE_SUBSETS = {
+    "mixtral": tuple(i for i in range(len(CASES)) if i != 8),
+    "qwen2_moe": (0, 1, 2, 4, 6, 9, 11, 13),
+}
+
+
 def workloads() -> list[tuple[str, dict]]:
-    """(case id, memsim workload dict) for every family x case."""
+    """(case id, memsim workload dict) for every family x case (or the family's subset)."""
     out = []
-    for (family, config), case in itertools.product(FAMILIES.items(), CASES):
+    for (family, config), (i, case) in itertools.product(FAMILIES.items(), enumerate(CASES)):
+        if i not in CASE_SUBSETS.get(family, range(len(CASES))):
+            continue
         task, dtype, attention, opt, impl, methods, batch, seq, new = case
         w = dict(model=dict(config), hardware="80GiB", task=task, batch=batch, seq=seq, generate=new,
                  precision={"weights": dtype, "compute": dtype}, optimizer={"name": opt, "impl": impl},

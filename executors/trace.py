@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from .cuda_grouped_mm import cuda_grouped_mm
 from .cuda_semantics import cuda_dispatch
 from .storage_tracker import StorageTracker
 
@@ -128,7 +129,7 @@ def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", at
           optimizer: str = "adamw", impl: str = "foreach", lora_rank: int = 0, lora_targets=(),
           checkpoint: bool = False, new_tokens: int = 0) -> TraceResult:
     t0 = time.perf_counter()
-    with FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch():
+    with FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch(), cuda_grouped_mm():
         model = build_model(config, attention, dtype, lora_rank, lora_targets, checkpoint)
         opt = None
         if task == "train":

@@ -155,7 +155,7 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods")
                 except InputError:  # in the catalog, not modeled yet (e.g. Gemma-2): listed as such
                     t.add_row(name, json.loads((models_dir() / f"{name}.json").read_text()).get("model_type", "?"), "not modeled yet", "", "", "", "")
                     continue
-                kind = m.model_type + (" (MoE: not modeled yet)" if m.is_moe else "")
+                kind = m.model_type + (f" (MoE {m.experts_per_token}/{m.num_experts})" if m.is_moe else "")
                 t.add_row(name, kind, f"{m.param_count() / 1e9:.2f}B", str(m.num_layers), str(m.hidden_size),
                           f"{m.num_heads}/{m.num_kv_heads}", str(m.vocab_size))
             out.print(t)

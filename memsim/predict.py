@@ -13,13 +13,10 @@ from .workload import DTYPE_BYTES, Workload
 
 def step_config(w: Workload) -> StepConfig:
     model = load_model(w.model)
-    if model.is_moe:
-        raise InputError(
-            f"model: '{model.name}' is a mixture of experts ({model.model_type}); its experts are not modeled yet, only dense "
-            "llama/mistral/qwen2 decoders are"
-        )
     ckpt = w.method("activation-checkpointing")
     lora = w.method("lora")
+    if lora and model.is_moe:
+        _check_moe_lora_targets(model, lora.targets)
     attention = w.attention
     if attention == "flash":
         if w.precision.compute == "fp32":
@@ -63,3 +60,18 @@ def predict(workload: Workload | dict) -> Report:
         seq=w.seq,
         parameters=cfg.model.param_count(),
     )
+
+
+MOE_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def _check_moe_lora_targets(model, targets) -> None:
+    """PEFT's target_modules match nn.Linear names; the experts are 3-D parameters of one module
+    (MixtralExperts / Qwen2MoeExperts), so `gate_proj`/`up_proj`/`down_proj` would miss them
+    (Mixtral: no such module; Qwen2-MoE: only the shared expert). Attention only, then."""
+    bad = [t for t in targets if t not in MOE_LORA_TARGETS]
+    if bad:
+        raise InputError(
+            f"methods.lora.targets: {', '.join(bad)} on the mixture of experts '{model.name}' is not modeled (PEFT's "
+            f"target_modules do not reach its 3-D expert weights); use {', '.join(MOE_LORA_TARGETS)}"
+        )

@@ -22,6 +22,7 @@ from ..optimizers import optimizer_cost
 from ..program import Program
 from ..simulator import cuda_rounded
 from ..tape import ACTIVATIONS, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, T, Tape
+from . import hf_moe
 from . import hf_transformers as hf
 from .hf_transformers import FP32, INT64, Shapes
 from ..methods.lora import LoraSpec, LoraWeight, adapter_param_bytes
@@ -50,7 +51,7 @@ def param_sizes(cfg: StepConfig) -> tuple[list[int], list[int]]:
     m, b = cfg.model, cfg.dtype_bytes
     d = m.hidden_size
     layer = [d * m.q_dim, d * m.kv_dim, d * m.kv_dim, m.q_dim * d]
-    layer += [d * m.intermediate_size] * 3 + [d, d]
+    layer += (hf_moe.param_counts(m) if m.is_moe else [d * m.intermediate_size] * 3) + [d, d]
     if m.attention_bias:
         layer += [m.q_dim, m.kv_dim, m.kv_dim]
     all_params = [m.vocab_size * d] + layer * m.num_layers + [d]
@@ -109,6 +110,8 @@ def _lora(cfg: StepConfig, tp: Tape, sh: Shapes, w: hf.LayerWeights) -> None:
 
 def _layer_forward(cfg: StepConfig, tp: Tape, sh: Shapes, x: T, cos: T, sin: T, cache: list, mask) -> T:
     w = hf.layer_weights(tp, sh, trainable=not cfg.lora_rank)
+    if cfg.model.is_moe:
+        w.moe = hf_moe.MoeWeights.build(tp, sh, trainable=not cfg.lora_rank)
     if cfg.lora_rank:
         _lora(cfg, tp, sh, w)
     return hf.decoder_layer(tp, sh, x, w, cos, sin, cache, mask)
@@ -129,6 +132,7 @@ def _train(cfg: StepConfig) -> Program:
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
     mask = hf.causal_mask(tp0, sh)
+    sliding = hf_moe.unused_sliding_mask(tp0, sh)
     prog.add("forward", tp0.events)
     mark0 = len(tp0.events)
 
@@ -171,8 +175,9 @@ def _train(cfg: StepConfig) -> Program:
     if x0_owed:
         tp2.events.append((x0_owed, ACTIVATIONS, -1))  # inputs_embeds
     tp2.events.append((pos.nbytes, ACTIVATIONS, -1))
-    if mask is not None:
-        tp2.events.append((mask.nbytes, ACTIVATIONS, -1))
+    for t in (mask, sliding):
+        if t is not None:
+            tp2.events.append((t.nbytes, ACTIVATIONS, -1))
     head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.dtype_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
     if m.tie_word_embeddings:
         table.has_grad = True  # tied: lm_head's gradient lands in .grad first; the embedding's is added in place
@@ -270,6 +275,7 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
     mask = hf.causal_mask(tp0, sh)
+    sliding = hf_moe.unused_sliding_mask(tp0, sh)
     prog.add(label, tp0.events)
 
     kinds = [(True, 1), (False, m.num_layers - 1)]
@@ -291,8 +297,9 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
     tp2.drop(h_last)
     for t in (x0, pos, cos, sin):
         tp2.events.append((t.nbytes, ACTIVATIONS, -1))
-    if mask is not None:
-        tp2.events.append((mask.nbytes, ACTIVATIONS, -1))
+    for t in (mask, sliding):
+        if t is not None:
+            tp2.events.append((t.nbytes, ACTIVATIONS, -1))
     rows = Shapes(m, sh.batch, logits_rows, sh.dtype_bytes, sh.attention)
     sliced = tp2.new("hidden[:, -k:]", rows.act(m.hidden_size)) if logits_rows != sh.seq else None
     logits = tp2.new("logits", rows.act(m.vocab_size))

@@ -77,6 +77,7 @@ class LayerWeights:
     q_bias: T | None = None
     k_bias: T | None = None
     v_bias: T | None = None
+    moe: object | None = None  # hf_moe.MoeWeights: a sparse MoE block in place of the MLP
 
 
 def layer_weights(tp: Tape, sh: Shapes, trainable: bool) -> LayerWeights:
@@ -146,6 +147,7 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
     else:
         kc, vc = cache_update(tp, sh, ke, v, cache)
         tp.drop(ke, v)
+    weights = None
     if sh.attention == "eager":
         out, weights = eager_attention(tp, sh, qe, kc, vc, mask)
     else:
@@ -265,12 +267,14 @@ def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> t
 
 
 # -- LlamaMLP.forward --------------------------------------------------------------------------
-def mlp(tp: Tape, sh: Shapes, h: T, w: LayerWeights) -> T:
+def mlp(tp: Tape, sh: Shapes, h: T, w: LayerWeights, width: int | None = None) -> T:
+    """`width`: the intermediate size when it is not the config's (Qwen2-MoE's shared expert)."""
     m = sh.model
-    gate = ops.linear(tp, "gate_proj", h, w.gate, sh.act(m.intermediate_size))
+    width = width or m.intermediate_size
+    gate = ops.linear(tp, "gate_proj", h, w.gate, sh.act(width))
     act = ops.unary_saving_input(tp, "act_fn", gate)
     tp.drop(gate)
-    up = ops.linear(tp, "up_proj", h, w.up, sh.act(m.intermediate_size))
+    up = ops.linear(tp, "up_proj", h, w.up, sh.act(width))
     prod = ops.mul(tp, "act*up", act, up, act.nbytes)
     tp.drop(act, up)
     out = ops.linear(tp, "down_proj", prod, w.down, sh.act(m.hidden_size))
@@ -288,7 +292,7 @@ def decoder_layer(tp: Tape, sh: Shapes, x: T, w: LayerWeights, cos: T, sin: T, c
     mid = ops.add(tp, "residual.attn", x, a)
     tp.drop(a)
     h = rms_norm(tp, sh, mid, w.ln2)
-    f = mlp(tp, sh, h, w)
+    f = w.moe.forward(tp, sh, h) if w.moe is not None else mlp(tp, sh, h, w)
     tp.drop(h)
     out = ops.add(tp, "residual.mlp", mid, f)
     tp.drop(f, mid, attn_weights)
