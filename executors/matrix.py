@@ -36,6 +36,9 @@ CASES = [
     ("generate", "bf16", "sdpa", "adamw", "foreach", [], 2, 64, 6),
     ("generate", "fp16", "eager", "adamw", "foreach", [], 1, 64, 4),
     ("decode", "bf16", "sdpa", "adamw", "foreach", [], 4, 200, 0),
+    ("train", "bf16", "sdpa", "adafactor", "foreach", [], 2, 64, 0),
+    ("train", "fp32", "sdpa", "adafactor", "for-loop", [], 2, 64, 0),
+    ("train", "bf16", "sdpa", "adafactor", "for-loop", [{"name": "lora", "rank": 8}], 2, 64, 0),
 ]
 
 

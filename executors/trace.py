@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .cuda_semantics import cuda_dispatch
 from .storage_tracker import StorageTracker
@@ -78,7 +79,28 @@ def make_optimizer(params, name: str, impl: str):
     if name.startswith("sgd"):
         kw.pop("fused", None) if impl != "fused" else None
         return torch.optim.SGD(params, lr=1e-3, momentum=0.9 if name == "sgd-momentum" else 0.0, **kw)
+    if name == "adafactor":  # torch >= 2.5; no fused implementation (foreach=None means for-loop)
+        return torch.optim.Adafactor(params, foreach=impl == "foreach")
     raise ValueError(name)
+
+
+class _ScalarValues(TorchDispatchMode):
+    """Answers Tensor.item() on fake tensors with 1.0: Adafactor's step reads step counts and
+    norms back to Python, which a fake tensor has no value for; the memory it allocates does not
+    depend on them."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            return 1.0
+        return func(*args, **(kwargs or {}))
+
+
+def _with_scalar_values(step):
+    def run(*args, **kwargs):
+        with _ScalarValues():
+            return step(*args, **kwargs)
+
+    return run
 
 
 def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: int, new_tokens: int = 0, opt=None):
@@ -134,6 +156,8 @@ def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", at
         if task == "train":
             params = [p for p in model.parameters() if p.requires_grad]
             opt = make_optimizer(params, optimizer, impl)
+            if optimizer == "adafactor":
+                opt.step = _with_scalar_values(opt.step)
         else:
             for p in model.parameters():
                 p.requires_grad_(False)

@@ -90,7 +90,7 @@ def fit(
     seq: int = typer.Option(1024, "--seq", "-s"),
     generate: int = typer.Option(0, help="new tokens (task generate)"),
     dtype: str = typer.Option("bf16", help="fp32 | bf16 | fp16 (weights and compute)"),
-    optimizer: str = typer.Option("adamw", help="adamw | adam | sgd | sgd-momentum"),
+    optimizer: str = typer.Option("adamw", help="adamw | adam | sgd | sgd-momentum | adafactor"),
     impl: str = typer.Option("foreach", help="optimizer implementation: foreach | fused | for-loop"),
     attention: str = typer.Option("sdpa", help="sdpa | eager | flash"),
     method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="e.g. lora:rank=16 or activation-checkpointing"),

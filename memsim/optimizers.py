@@ -1,6 +1,6 @@
 """torch.optim optimizers: the state they keep and the temporaries their step allocates.
 
-Read from torch/optim/{adamw,adam,sgd,adafactor}.py (torch 2.11-2.13); the step is modeled in its
+Read from torch/optim/{adamw,adam,sgd,_adafactor}.py (torch 2.11-2.13); the step is modeled in its
 steady state (state already created, as from the second step on).
 """
 
@@ -13,7 +13,27 @@ from .simulator import cuda_rounded
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum", "adafactor")
 IMPLS = ("foreach", "fused", "for-loop")
+ADAFACTOR_IMPLS = ("foreach", "for-loop")  # torch.optim.Adafactor has no `fused` argument
 STEP_SCALAR_BYTES = 4  # state["step"]: a float32 scalar
+SCALAR_BYTES = 4  # a 0-dim (or [1, 1]) fp32/bf16 result such as a norm; one CUDA block once rounded
+
+
+@dataclass(frozen=True)
+class Param:
+    """A trainable parameter as its optimizer sees it: a [rows, cols] matrix (cols = 0 for a 1-D
+    vector of `rows` elements) of `dtype_bytes` elements."""
+
+    rows: int
+    cols: int
+    dtype_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * max(self.cols, 1) * self.dtype_bytes
+
+    @property
+    def is_matrix(self) -> bool:
+        return self.cols > 0
 
 
 @dataclass(frozen=True)
@@ -22,11 +42,13 @@ class OptimizerCost:
     step_temp_bytes: int  # extra, during step()
 
 
-def optimizer_cost(name: str, impl: str, param_bytes: list[int]) -> OptimizerCost:
-    """`param_bytes`: each trainable parameter's size; states are zeros_like(param)."""
-    total = sum(cuda_rounded(n) for n in param_bytes)
-    largest = max((cuda_rounded(n) for n in param_bytes), default=0)
-    count = len(param_bytes)
+def optimizer_cost(name: str, impl: str, params: list[Param]) -> OptimizerCost:
+    """`params`: the trainable parameters in model.parameters() order; states are zeros_like(param)
+    except Adafactor's factored ones."""
+    sizes = [cuda_rounded(p.nbytes) for p in params]
+    total = sum(sizes)
+    largest = max(sizes, default=0)
+    count = len(params)
     if impl not in IMPLS:
         raise InputError(f"optimizer.impl: '{impl}' is not one of {', '.join(IMPLS)}")
     if name in ("adamw", "adam"):
@@ -44,5 +66,74 @@ def optimizer_cost(name: str, impl: str, param_bytes: list[int]) -> OptimizerCos
     if name == "sgd-momentum":
         return OptimizerCost(total, 0)  # momentum_buffer; updates in place
     if name == "adafactor":
-        raise InputError("optimizer.name: 'adafactor' is not modeled yet; use adamw, adam, sgd or sgd-momentum")
+        if impl not in ADAFACTOR_IMPLS:
+            raise InputError(f"optimizer.impl: adafactor has no '{impl}' implementation; use {' or '.join(ADAFACTOR_IMPLS)}")
+        state = sum(_adafactor_state_bytes(p) for p in params)  # `step` stays on the host
+        temp = _adafactor_foreach_temp(params) if impl == "foreach" else _adafactor_loop_temp(params)
+        return OptimizerCost(state, temp)
     raise InputError(f"optimizer.name: '{name}' is not one of {', '.join(OPTIMIZERS)}")
+
+
+# -- Adafactor (torch/optim/_adafactor.py; Shazeer & Stern 2018, arXiv:1804.04235) -------------
+def _factors(p: Param) -> tuple[int, int]:
+    """Bytes of row_var ([..., rows, 1]) and col_var ([..., 1, cols]), each one allocation."""
+    return cuda_rounded(p.rows * p.dtype_bytes), cuda_rounded(p.cols * p.dtype_bytes)
+
+
+def _adafactor_state_bytes(p: Param) -> int:
+    """_init_group: row_var and col_var for a matrix, a full `variance` for a vector."""
+    return sum(_factors(p)) if p.is_matrix else cuda_rounded(p.nbytes)
+
+
+def _adafactor_loop_temp(params: list[Param]) -> int:
+    """_single_tensor_adafactor's peak of temporaries. Its locals outlive an iteration: each of
+    row_mean, col_mean, var_estimate (the update) and grad_squared is freed only when the next
+    iteration rebinds it, after the new one is allocated."""
+    scalar = cuda_rounded(SCALAR_BYTES)
+    live = {"row": 0, "col": 0, "var": 0, "sq": 0}
+    peak = 0
+
+    def rebind(key: str, nbytes: int) -> None:
+        nonlocal peak
+        peak = max(peak, sum(live.values()) + nbytes)
+        live[key] = nbytes
+
+    for p in params:
+        peak = max(peak, sum(live.values()) + scalar)  # param.norm(2).item()
+        if p.is_matrix:
+            row, col = _factors(p)
+            rebind("row", row)  # torch.norm(grad, dim=-1, keepdim=True)
+            rebind("col", col)  # torch.norm(grad, dim=-2, keepdim=True)
+            rebind("var", cuda_rounded(p.nbytes))  # row_var @ col_var: a full-size estimate
+        else:
+            rebind("sq", cuda_rounded(p.nbytes))  # grad * grad
+            rebind("var", cuda_rounded(p.nbytes))  # variance.clone()
+        peak = max(peak, sum(live.values()) + scalar)  # row_var.mean(...), update.norm(2)
+    return peak
+
+
+def _adafactor_foreach_temp(params: list[Param]) -> int:
+    """_multi_tensor_adafactor's peak: per group of (dtype, matrix or vector), in order of first
+    appearance (_group_tensors_by_device_dtype_and_is_multidim), the lists of row and column
+    means, then a full-size var_estimates list; the previous group's var_estimates lives on until
+    this group rebinds the name."""
+    scalar = cuda_rounded(SCALAR_BYTES)
+    groups: dict[tuple[int, bool], list[Param]] = {}
+    for dtype in dict.fromkeys(p.dtype_bytes for p in params):
+        for p in params:
+            if p.dtype_bytes == dtype:
+                groups.setdefault((dtype, p.is_matrix), []).append(p)
+    carried = peak = 0
+    for (_, is_matrix), group in groups.items():
+        full = sum(cuda_rounded(p.nbytes) for p in group)
+        peak = max(peak, carried + scalar)  # alphas: p.norm(2).item()
+        if is_matrix:
+            rows = sum(_factors(p)[0] for p in group)
+            cols = sum(_factors(p)[1] for p in group)
+            means = len(group) * scalar  # row_var_means, alive with var_estimates
+            peak = max(peak, carried + rows, carried + cols, carried + full + means)
+        else:
+            peak = max(peak, carried + full)  # grads_squared (deleted), then the clones
+        peak = max(peak, full + scalar)  # update.norm(2), after the old list is released
+        carried = full
+    return peak

@@ -16,6 +16,7 @@ FIT_CASES = [
     (["fit", "--dtype", "fp8"], "precision.weights"),
     (["fit", "--optimizer", "adamw8"], "optimizer.name: 'adamw8' is not one of"),
     (["fit", "--impl", "cuda"], "optimizer.impl"),
+    (["fit", "--optimizer", "adafactor", "--impl", "fused"], "optimizer.impl: adafactor has no 'fused' implementation; use foreach or for-loop"),
     (["fit", "--attention", "xformers"], "attention"),
     (["fit", "--method", "galore"], "unknown method 'galore'"),
     (["fit", "--method", "lora:rank=0"], "rank"),

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 from .. import ops
 from ..model import ModelSpec
-from ..optimizers import optimizer_cost
+from ..optimizers import Param, optimizer_cost
 from ..program import Program
 from ..simulator import cuda_rounded
 from ..tape import ACTIVATIONS, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, T, Tape
 from . import hf_transformers as hf
 from .hf_transformers import FP32, INT64, Shapes
-from ..methods.lora import LoraSpec, LoraWeight, adapter_param_bytes
+from ..methods.lora import ADAPTER_BYTES, LoraWeight
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -43,25 +43,43 @@ class StepConfig:
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = ()
     new_tokens: int = 0
+    weights_dtype_bytes: int = 0  # parameters' dtype when it differs from compute (autocast); 0: the same
+
+    @property
+    def param_bytes(self) -> int:
+        return self.weights_dtype_bytes or self.dtype_bytes
 
 
 def param_sizes(cfg: StepConfig) -> tuple[list[int], list[int]]:
     """Every parameter's bytes, and the trainable ones' (for gradients and optimizer state)."""
-    m, b = cfg.model, cfg.dtype_bytes
-    d = m.hidden_size
-    layer = [d * m.q_dim, d * m.kv_dim, d * m.kv_dim, m.q_dim * d]
-    layer += [d * m.intermediate_size] * 3 + [d, d]
-    if m.attention_bias:
-        layer += [m.q_dim, m.kv_dim, m.kv_dim]
-    all_params = [m.vocab_size * d] + layer * m.num_layers + [d]
+    all_params, trainable = param_shapes(cfg)
+    return [p.nbytes for p in all_params], [p.nbytes for p in trainable]
+
+
+def param_shapes(cfg: StepConfig) -> tuple[list[Param], list[Param]]:
+    """Every parameter, in model.parameters() order (nn.Linear weights are [out, in]), and the
+    trainable ones: all of them, or the LoRA adapters (A: [rank, in], B: [out, rank]) after them."""
+    m, b = cfg.model, cfg.param_bytes
+    d, f = m.hidden_size, m.intermediate_size
+    layer = []
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        fan_in, fan_out = _linear_dims(m, name)
+        layer.append(Param(fan_out, fan_in, b))
+        if m.attention_bias and name in ("q_proj", "k_proj", "v_proj"):
+            layer.append(Param(fan_out, 0, b))
+    layer += [Param(d, 0, b), Param(d, 0, b)]
+    all_params = [Param(m.vocab_size, d, b)] + layer * m.num_layers + [Param(d, 0, b)]
     if not m.tie_word_embeddings:
-        all_params.append(m.vocab_size * d)
-    all_bytes = [n * b for n in all_params]
+        all_params.append(Param(m.vocab_size, d, b))
     if cfg.lora_rank:
-        dims = {name: _linear_dims(m, name) for name in LORA_TARGETS}
-        trainable = adapter_param_bytes(LoraSpec(cfg.lora_rank, cfg.lora_targets), dims) * m.num_layers
-        return all_bytes + trainable, trainable
-    return all_bytes, all_bytes
+        r = cfg.lora_rank
+        adapters = []
+        for name in cfg.lora_targets:
+            fan_in, fan_out = _linear_dims(m, name)
+            adapters += [Param(r, fan_in, ADAPTER_BYTES), Param(fan_out, r, ADAPTER_BYTES)]
+        trainable = adapters * m.num_layers
+        return all_params + trainable, trainable
+    return all_params, all_params
 
 
 def _linear_dims(m: ModelSpec, name: str) -> tuple[int, int]:
@@ -120,7 +138,7 @@ def _train(cfg: StepConfig) -> Program:
     sh = Shapes(m, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention)
     prog = Program()
     trainable = _weights(prog, cfg)
-    cost = optimizer_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
+    cost = optimizer_cost(cfg.optimizer, cfg.optimizer_impl, param_shapes(cfg)[1])
     prog.static("optimizer state", cost.state_bytes, OPTIMIZER)
 
     # Prologue: ids, embedding, positions, rotary tables, mask.
