@@ -20,7 +20,8 @@ FAMILIES = {
                   tie_word_embeddings=True),
 }
 
-# (task, dtype, attention, optimizer, impl, methods, batch, seq, new tokens)
+# (task, dtype, attention, optimizer, impl, methods, batch, seq, new tokens); dtype "amp-bf16":
+# fp32 weights with the forward under torch.autocast(dtype=bf16) (precision weights fp32, compute bf16).
 CASES = [
     ("train", "bf16", "sdpa", "adamw", "foreach", [], 2, 128, 0),
     ("train", "bf16", "eager", "adamw", "fused", [], 2, 64, 0),
@@ -39,6 +40,12 @@ CASES = [
     ("train", "bf16", "sdpa", "adafactor", "foreach", [], 2, 64, 0),
     ("train", "fp32", "sdpa", "adafactor", "for-loop", [], 2, 64, 0),
     ("train", "bf16", "sdpa", "adafactor", "for-loop", [{"name": "lora", "rank": 8}], 2, 64, 0),
+    ("train", "amp-bf16", "sdpa", "adamw", "foreach", [], 2, 128, 0),
+    ("train", "amp-bf16", "sdpa", "sgd", "foreach", [], 4, 256, 0),
+    ("train", "amp-bf16", "sdpa", "sgd", "foreach", ["activation-checkpointing"], 4, 128, 0),
+    ("train", "amp-bf16", "sdpa", "adamw", "foreach", [{"name": "lora", "rank": 8}], 2, 128, 0),
+    ("prefill", "amp-bf16", "sdpa", "adamw", "foreach", [], 2, 256, 0),
+    ("prefill", "amp-fp16", "sdpa", "adamw", "foreach", [], 1, 128, 0),
 ]
 
 
@@ -47,8 +54,9 @@ def workloads() -> list[tuple[str, dict]]:
     out = []
     for (family, config), case in itertools.product(FAMILIES.items(), CASES):
         task, dtype, attention, opt, impl, methods, batch, seq, new = case
+        weights, compute = ("fp32", dtype.removeprefix("amp-")) if dtype.startswith("amp-") else (dtype, dtype)
         w = dict(model=dict(config), hardware="80GiB", task=task, batch=batch, seq=seq, generate=new,
-                 precision={"weights": dtype, "compute": dtype}, optimizer={"name": opt, "impl": impl},
+                 precision={"weights": weights, "compute": compute}, optimizer={"name": opt, "impl": impl},
                  attention=attention, methods=methods)
         names = "+".join(m if isinstance(m, str) else f"{m['name']}{m['rank']}" for m in methods) or "plain"
         cid = f"{family}-{task}-{dtype}-{attention}-{opt}-{impl}-{names}-b{batch}s{seq}" + (f"n{new}" if new else "")

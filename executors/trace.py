@@ -8,6 +8,7 @@ absent here, so comparisons leave the 'workspace' category out.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .cuda_semantics import cuda_dispatch
+from .cuda_semantics import CudaAutocastCheck, cuda_dispatch
 from .storage_tracker import StorageTracker
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -103,16 +104,21 @@ def _with_scalar_values(step):
     return run
 
 
-def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: int, new_tokens: int = 0, opt=None):
-    """The step protocols of memsim.runtimes.hf_steps, on whatever tensors the mode makes."""
+def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: int, new_tokens: int = 0, opt=None,
+             autocast: str | None = None):
+    """The step protocols of memsim.runtimes.hf_steps, on whatever tensors the mode makes.
+    `autocast` (bf16): the forward runs under torch.autocast on the model's device, backward and
+    the optimizer outside it, as an fp32-weights mixed-precision loop does."""
     from transformers import DynamicCache
 
+    device = next(model.parameters()).device
     ids = torch.randint(0, vocab, (batch, seq))
     if task == "train":
         model.train()
         for step in range(2):  # the second step is the steady state (optimizer state exists)
             tr.phase = f"forward{step}"
-            loss = model(input_ids=ids, labels=ids).loss
+            with _autocast(device, autocast):
+                loss = model(input_ids=ids, labels=ids).loss
             tr.phase = f"backward{step}"
             loss.backward()
             del loss
@@ -124,7 +130,8 @@ def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: 
     with torch.no_grad():
         if task == "prefill":
             tr.phase = "prefill"
-            out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            with _autocast(device, autocast):
+                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
             del out
             return
         # generate/decode: GenerationMixin._sample's memory-relevant steps, greedy.
@@ -146,11 +153,22 @@ def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: 
             out = model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1)
 
 
+def _autocast(device: torch.device, dtype: str | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[dtype])
+
+
 def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", attention: str = "sdpa",
           optimizer: str = "adamw", impl: str = "foreach", lora_rank: int = 0, lora_targets=(),
-          checkpoint: bool = False, new_tokens: int = 0) -> TraceResult:
+          checkpoint: bool = False, new_tokens: int = 0, compute: str | None = None) -> TraceResult:
+    """`dtype`: the weights'; `compute`: the autocast dtype when it differs (fp32 weights, bf16
+    compute). Fake tensors live on the CPU, so autocast is CPU's: CudaAutocastCheck fails the
+    trace wherever CUDA's op lists would make it differ."""
     t0 = time.perf_counter()
-    with FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch():
+    autocast = compute if compute not in (None, dtype) else None
+    check = CudaAutocastCheck() if autocast else contextlib.nullcontext()
+    with FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch(), check:
         model = build_model(config, attention, dtype, lora_rank, lora_targets, checkpoint)
         opt = None
         if task == "train":
@@ -162,7 +180,7 @@ def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", at
             for p in model.parameters():
                 p.requires_grad_(False)
         tr.reset_peak()  # the step's peak, not model construction's (as reset_peak_memory_stats after loading)
-        run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt)
+        run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt, autocast)
         # CPU-resident optimizer scalars (`step` of non-fused Adam) are not GPU memory.
         if opt is not None and impl != "fused":
             host = [s["step"] for s in opt.state.values() if "step" in s]
@@ -180,7 +198,7 @@ def trace_workload(w) -> TraceResult:
     if cfg.checkpoint_every > 1:
         raise InputError("methods.activation-checkpointing.every: trace checkpoints every layer (gradient_checkpointing_enable); every > 1 is analytic-only")
     return trace(
-        raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.compute, cfg.attention,
+        raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.weights, cfg.attention,
         cfg.optimizer, cfg.optimizer_impl, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every),
-        cfg.new_tokens,
+        cfg.new_tokens, w.precision.compute,
     )

@@ -37,18 +37,40 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Params:
+    """Parameters in model.parameters() order: a prefix, one decoder layer's block repeated
+    `layers` times, a suffix. Sums over them are closed forms, so their cost does not grow with depth."""
+
+    prefix: tuple[Param, ...]
+    layer: tuple[Param, ...]
+    layers: int
+    suffix: tuple[Param, ...] = ()
+
+    def walk(self, max_layers: int) -> list[Param]:
+        """The order, with at most `max_layers` layer blocks."""
+        return [*self.prefix, *self.layer * min(self.layers, max_layers), *self.suffix]
+
+    def total(self, f=lambda p: cuda_rounded(p.nbytes)) -> int:
+        """sum(f(p)) over every parameter."""
+        ends = sum(f(p) for p in self.prefix) + sum(f(p) for p in self.suffix)
+        return ends + self.layers * sum(f(p) for p in self.layer)
+
+    @property
+    def count(self) -> int:
+        return len(self.prefix) + self.layers * len(self.layer) + len(self.suffix)
+
+
+@dataclass(frozen=True)
 class OptimizerCost:
     state_bytes: int  # resident between steps
     step_temp_bytes: int  # extra, during step()
 
 
-def optimizer_cost(name: str, impl: str, params: list[Param]) -> OptimizerCost:
-    """`params`: the trainable parameters in model.parameters() order; states are zeros_like(param)
-    except Adafactor's factored ones."""
-    sizes = [cuda_rounded(p.nbytes) for p in params]
-    total = sum(sizes)
-    largest = max(sizes, default=0)
-    count = len(params)
+def optimizer_cost(name: str, impl: str, params: Params) -> OptimizerCost:
+    """`params`: the trainable parameters; states are zeros_like(param) except Adafactor's factored ones."""
+    total = params.total()
+    largest = max((cuda_rounded(p.nbytes) for p in params.walk(1)), default=0)
+    count = params.count
     if impl not in IMPLS:
         raise InputError(f"optimizer.impl: '{impl}' is not one of {', '.join(IMPLS)}")
     if name in ("adamw", "adam"):
@@ -68,7 +90,7 @@ def optimizer_cost(name: str, impl: str, params: list[Param]) -> OptimizerCost:
     if name == "adafactor":
         if impl not in ADAFACTOR_IMPLS:
             raise InputError(f"optimizer.impl: adafactor has no '{impl}' implementation; use {' or '.join(ADAFACTOR_IMPLS)}")
-        state = sum(_adafactor_state_bytes(p) for p in params)  # `step` stays on the host
+        state = params.total(_adafactor_state_bytes)  # `step` stays on the host
         temp = _adafactor_foreach_temp(params) if impl == "foreach" else _adafactor_loop_temp(params)
         return OptimizerCost(state, temp)
     raise InputError(f"optimizer.name: '{name}' is not one of {', '.join(OPTIMIZERS)}")
@@ -85,10 +107,12 @@ def _adafactor_state_bytes(p: Param) -> int:
     return sum(_factors(p)) if p.is_matrix else cuda_rounded(p.nbytes)
 
 
-def _adafactor_loop_temp(params: list[Param]) -> int:
+def _adafactor_loop_temp(params: Params) -> int:
     """_single_tensor_adafactor's peak of temporaries. Its locals outlive an iteration: each of
     row_mean, col_mean, var_estimate (the update) and grad_squared is freed only when the next
-    iteration rebinds it, after the new one is allocated."""
+    iteration rebinds it, after the new one is allocated. What is live entering a parameter
+    depends only on the parameters before it, the same for every layer after the first: two
+    layer blocks hold every transition."""
     scalar = cuda_rounded(SCALAR_BYTES)
     live = {"row": 0, "col": 0, "var": 0, "sq": 0}
     peak = 0
@@ -98,7 +122,7 @@ def _adafactor_loop_temp(params: list[Param]) -> int:
         peak = max(peak, sum(live.values()) + nbytes)
         live[key] = nbytes
 
-    for p in params:
+    for p in params.walk(2):
         peak = max(peak, sum(live.values()) + scalar)  # param.norm(2).item()
         if p.is_matrix:
             row, col = _factors(p)
@@ -112,25 +136,26 @@ def _adafactor_loop_temp(params: list[Param]) -> int:
     return peak
 
 
-def _adafactor_foreach_temp(params: list[Param]) -> int:
+def _adafactor_foreach_temp(params: Params) -> int:
     """_multi_tensor_adafactor's peak: per group of (dtype, matrix or vector), in order of first
     appearance (_group_tensors_by_device_dtype_and_is_multidim), the lists of row and column
     means, then a full-size var_estimates list; the previous group's var_estimates lives on until
     this group rebinds the name."""
     scalar = cuda_rounded(SCALAR_BYTES)
-    groups: dict[tuple[int, bool], list[Param]] = {}
-    for dtype in dict.fromkeys(p.dtype_bytes for p in params):
-        for p in params:
-            if p.dtype_bytes == dtype:
-                groups.setdefault((dtype, p.is_matrix), []).append(p)
+    order = params.walk(1)
+    keys = [(d, m) for d in dict.fromkeys(p.dtype_bytes for p in order) for m in dict.fromkeys(p.is_matrix for p in order if p.dtype_bytes == d)]
     carried = peak = 0
-    for (_, is_matrix), group in groups.items():
-        full = sum(cuda_rounded(p.nbytes) for p in group)
+    for dtype, is_matrix in keys:
+
+        def over(f, d=dtype, m=is_matrix):  # a sum over this group's parameters
+            return params.total(lambda p: f(p) if (p.dtype_bytes, p.is_matrix) == (d, m) else 0)
+
+        full = over(lambda p: cuda_rounded(p.nbytes))
         peak = max(peak, carried + scalar)  # alphas: p.norm(2).item()
         if is_matrix:
-            rows = sum(_factors(p)[0] for p in group)
-            cols = sum(_factors(p)[1] for p in group)
-            means = len(group) * scalar  # row_var_means, alive with var_estimates
+            rows = over(lambda p: _factors(p)[0])
+            cols = over(lambda p: _factors(p)[1])
+            means = over(lambda p: scalar)  # row_var_means, alive with var_estimates
             peak = max(peak, carried + rows, carried + cols, carried + full + means)
         else:
             peak = max(peak, carried + full)  # grads_squared (deleted), then the clones
