@@ -87,12 +87,14 @@ _LOW = (torch.float16, torch.bfloat16)
 
 
 class CudaAutocastCheck(TorchDispatchMode):
-    """Fails a trace that runs under CPU autocast where CUDA's autocast would differ: an op CUDA
-    runs in fp32 reaching the kernel with a 16-bit floating input."""
+    """Entered inside a CPU autocast region (autocast state is not visible from a dispatch mode):
+    fails the trace where CUDA's autocast would differ, an op CUDA runs in fp32 reaching the kernel
+    with a 16-bit floating input. Conservative: inside SDPA's math fallback (autocast excluded on
+    CUDA too) it would also fail."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
-        if name in CUDA_AUTOCAST_FP32_OPS and torch.is_autocast_enabled("cpu"):
+        if name in CUDA_AUTOCAST_FP32_OPS:
             low = [t.dtype for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.dtype in _LOW]
             if low:
                 raise NotImplementedError(

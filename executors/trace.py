@@ -153,22 +153,29 @@ def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: 
             out = model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1)
 
 
+@contextlib.contextmanager
 def _autocast(device: torch.device, dtype: str | None):
+    """torch.autocast on the model's device. On a CPU (a fake-tensor trace) autocast's op lists are
+    CPU's: CudaAutocastCheck fails the trace wherever CUDA's would make it differ."""
     if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[dtype])
+        yield
+        return
+    with torch.autocast(device.type, dtype=DTYPES[dtype]):
+        if device.type == "cpu":
+            with CudaAutocastCheck():
+                yield
+        else:
+            yield
 
 
 def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", attention: str = "sdpa",
           optimizer: str = "adamw", impl: str = "foreach", lora_rank: int = 0, lora_targets=(),
           checkpoint: bool = False, new_tokens: int = 0, compute: str | None = None) -> TraceResult:
     """`dtype`: the weights'; `compute`: the autocast dtype when it differs (fp32 weights, bf16
-    compute). Fake tensors live on the CPU, so autocast is CPU's: CudaAutocastCheck fails the
-    trace wherever CUDA's op lists would make it differ."""
+    compute). Fake tensors live on the CPU, so autocast is CPU's (see _autocast)."""
     t0 = time.perf_counter()
     autocast = compute if compute not in (None, dtype) else None
-    check = CudaAutocastCheck() if autocast else contextlib.nullcontext()
-    with FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch(), check:
+    with FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch():
         model = build_model(config, attention, dtype, lora_rank, lora_targets, checkpoint)
         opt = None
         if task == "train":
