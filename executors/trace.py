@@ -154,6 +154,22 @@ def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: 
 
 
 @contextlib.contextmanager
+def _unpacked_sequences():
+    """masking_utils.find_packed_sequence_indices (used when there is no cache: checkpointing)
+    returns None on a real run for our plain position ids, so SDPA gets is_causal and no mask; its
+    check is value-dependent and transformers' is_tracing() treats a fake tensor as tracing, so
+    on fake tensors it would keep a packed-sequence mask (and SDPA's masked kernel)."""
+    import transformers.masking_utils as masking
+
+    original = masking.find_packed_sequence_indices
+    masking.find_packed_sequence_indices = lambda position_ids: None
+    try:
+        yield
+    finally:
+        masking.find_packed_sequence_indices = original
+
+
+@contextlib.contextmanager
 def _autocast(device: torch.device, dtype: str | None):
     """torch.autocast on the model's device. On a CPU (a fake-tensor trace) autocast's op lists are
     CPU's: CudaAutocastCheck fails the trace wherever CUDA's would make it differ."""
@@ -175,7 +191,7 @@ def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", at
     compute). Fake tensors live on the CPU, so autocast is CPU's (see _autocast)."""
     t0 = time.perf_counter()
     autocast = compute if compute not in (None, dtype) else None
-    with FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch():
+    with FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch(), _unpacked_sequences():
         model = build_model(config, attention, dtype, lora_rank, lora_targets, checkpoint)
         opt = None
         if task == "train":
