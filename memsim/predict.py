@@ -22,6 +22,12 @@ def step_config(w: Workload) -> StepConfig:
         if w.precision.compute == "fp32":
             raise InputError("attention: flash needs 16-bit compute (precision.compute bf16 or fp16); use sdpa or eager for fp32")
         attention = "sdpa"  # SDPA dispatches 16-bit causal attention to its flash kernel
+    p = w.precision
+    if p.weights != p.compute:
+        _check_autocast(w)
+        if model.is_moe:
+            raise InputError(f"precision: autocast (weights {p.weights}, compute {p.compute}) on a mixture of experts is not modeled yet; "
+                             "use the same dtype for both")
     return StepConfig(
         model=model,
         task=w.task,
@@ -35,7 +41,20 @@ def step_config(w: Workload) -> StepConfig:
         lora_rank=lora.rank if lora else 0,
         lora_targets=tuple(lora.targets) if lora else (),
         new_tokens=w.generate,
+        weights_dtype_bytes=DTYPE_BYTES[p.weights] if p.weights != p.compute else 0,
     )
+
+
+def _check_autocast(w: Workload) -> None:
+    """What of autocast mixed precision (fp32 weights, 16-bit compute) is modeled: training and
+    prefill with SDPA; bf16 for training (fp16 training needs a GradScaler, not modeled yet)."""
+    p = w.precision
+    if w.task not in ("train", "prefill"):
+        raise InputError(f"task: {w.task} with autocast (weights {p.weights}, compute {p.compute}) is not modeled yet; train and prefill are")
+    if w.attention == "eager":
+        raise InputError(f"attention: eager with autocast (weights {p.weights}, compute {p.compute}) is not modeled yet; use sdpa or flash")
+    if w.task == "train" and p.compute == "fp16":
+        raise InputError("precision.compute: fp16 autocast training (with a GradScaler) is not modeled yet; use compute bf16, or fp16 for prefill")
 
 
 def predict(workload: Workload | dict) -> Report:

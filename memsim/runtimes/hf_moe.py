@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import ops
+from ..optimizers import Param
 from ..tape import WEIGHTS, T, Tape
 from . import hf_transformers as hf
 from .hf_transformers import FP32, INT64, Shapes
@@ -41,14 +42,17 @@ def grouped_mm_out_bytes(rows: int, width: int, dtype_bytes: int) -> int:
     return ((rows - 1) * padded + width) * dtype_bytes if rows else 0
 
 
-def param_counts(m) -> list[int]:
-    """Each MoE-block parameter's elements, one layer (MixtralExperts / Qwen2MoeExperts keep the
-    experts as two 3-D parameters; the router is one [experts, hidden] matrix)."""
+def params(m, dtype_bytes: int) -> list[Param]:
+    """One layer's MoE-block parameters (MixtralExperts / Qwen2MoeExperts keep the experts as two
+    3-D parameters, [experts, 2f, d] and [experts, d, f], here [experts * rows, cols]: exact in
+    bytes; Adafactor's column state of a 3-D parameter, experts * cols, is counted as cols).
+    The router is one [experts, hidden] matrix."""
     d, e, f = m.hidden_size, m.num_experts, m.moe_intermediate_size
-    out = [e * 2 * f * d, e * d * f, e * d]  # gate_up_proj, down_proj, gate.weight
+    out = [Param(e * 2 * f, d, dtype_bytes), Param(e * d, f, dtype_bytes), Param(e, d, dtype_bytes)]
     if m.shared_expert_intermediate_size:
         s = m.shared_expert_intermediate_size
-        out += [d * s, d * s, s * d, d]  # shared_expert gate/up/down_proj, shared_expert_gate
+        # shared_expert gate/up/down_proj, shared_expert_gate
+        out += [Param(s, d, dtype_bytes), Param(s, d, dtype_bytes), Param(d, s, dtype_bytes), Param(1, d, dtype_bytes)]
     return out
 
 
@@ -92,12 +96,12 @@ class MoeWeights:
 
     @classmethod
     def build(cls, tp: Tape, sh: Shapes, trainable: bool) -> MoeWeights:
-        m, b = sh.model, sh.dtype_bytes
+        m = sh.model
 
         def w(name, n):
-            return tp.external(name, n * b, WEIGHTS, requires_grad=trainable, leaf=True)
+            return tp.external(name, n, WEIGHTS, requires_grad=trainable, leaf=True)
 
-        sizes = param_counts(m)
+        sizes = [p.nbytes for p in params(m, sh.param_bytes)]
         mw = cls(gate_up=w("experts.gate_up_proj", sizes[0]), down=w("experts.down_proj", sizes[1]),
                  router=w("gate.weight", sizes[2]))
         if m.shared_expert_intermediate_size:
