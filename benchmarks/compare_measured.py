@@ -21,8 +21,10 @@ def workload_of(r: dict) -> Workload:
         methods.append("activation-checkpointing")
     if r["lora"]:
         methods.append({"name": "lora", "rank": r["lora"][0], "targets": r["lora"][1]})
+    d = r["dtype"]
+    weights, compute = ("fp32", d.removeprefix("amp-")) if d.startswith("amp-") else (d, d)
     return Workload(model=r["model"], hardware="h100-sxm-80gb", task=r["task"], batch=r["batch"], seq=r["seq"],
-                    generate=r["new_tokens"], precision={"weights": r["dtype"], "compute": r["dtype"]},
+                    generate=r["new_tokens"], precision={"weights": weights, "compute": compute},
                     optimizer={"name": r["optimizer"], "impl": r["impl"]}, attention=r["attention"], methods=methods)
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# (model, task, dtype, attention, optimizer, impl, lora (rank, targets) or None, checkpoint, batch, seq, new tokens)
+# (model, task, dtype, attention, optimizer, impl, lora (rank, targets) or None, checkpoint, batch, seq, new tokens);
+# dtype "amp-bf16": fp32 weights, the forward under torch.autocast(dtype=bf16).
 CASES = [
     ("tinyllama-1.1b", "train", "bf16", "sdpa", "adamw", "foreach", None, False, 4, 1024, 0),
     ("tinyllama-1.1b", "train", "bf16", "sdpa", "adamw", "fused", None, False, 4, 1024, 0),
@@ -63,13 +64,14 @@ def run_case(i: int) -> dict:
     from executors.trace import build_model, make_optimizer, run_task
 
     model_name, task, dtype, attention, opt, impl, lora, ckpt, batch, seq, new = CASES[i]
+    weights, autocast = ("fp32", dtype.removeprefix("amp-")) if dtype.startswith("amp-") else (dtype, None)
     config = json.loads((ROOT / "data" / "models" / f"{model_name}.json").read_text())
     torch.cuda.init()
     torch.zeros(1, device="cuda")
     free0, total = torch.cuda.mem_get_info()
     context_bytes = total - free0 - torch.cuda.memory_reserved()
     with torch.device("cuda"):
-        model = build_model(config, attention, dtype, lora[0] if lora else 0, lora[1] if lora else (), ckpt)
+        model = build_model(config, attention, weights, lora[0] if lora else 0, lora[1] if lora else (), ckpt)
         optimizer = None
         if task == "train":
             optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], opt, impl)
@@ -82,7 +84,7 @@ def run_case(i: int) -> dict:
         t0 = time.perf_counter()
         error = None
         try:
-            run_task(model, tracker, task, batch, seq, config["vocab_size"], new, optimizer)
+            run_task(model, tracker, task, batch, seq, config["vocab_size"], new, optimizer, autocast)
             torch.cuda.synchronize()
         except torch.OutOfMemoryError as e:
             error = f"out of memory: {str(e).splitlines()[0]}"

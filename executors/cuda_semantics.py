@@ -14,6 +14,8 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 aten = torch.ops.aten
 
@@ -62,6 +64,7 @@ def efficient_bias(mask, q, k):
 
 
 def cuda_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    q, k, v = autocast_sdpa_inputs(q, k, v)
     backend = sdpa_backend(q, k, v, attn_mask, dropout_p, enable_gqa)
     if backend == "flash":
         return aten._scaled_dot_product_flash_attention(q, k, v, dropout_p, is_causal, False, scale=scale)[0]
@@ -105,3 +108,52 @@ def cuda_dispatch():
     finally:
         F.scaled_dot_product_attention = original
         masking_utils.find_packed_sequence_indices = find_packed
+
+
+# -- autocast ----------------------------------------------------------------------------------
+# Ops CUDA's autocast runs in fp32 (aten/src/ATen/autocast_mode.h, torch 2.13: AT_FORALL_FP32 and
+# AT_FORALL_FP32_SET_OPT_DTYPE), by the names they reach a dispatch mode with (softmax and
+# log_softmax as _softmax and _log_softmax). CPU autocast (what a fake-tensor trace runs) leaves
+# most of them alone, so a trace is CUDA's program only where none of them gets a 16-bit input.
+CUDA_AUTOCAST_FP32_OPS = frozenset({
+    "acos", "asin", "cosh", "erfinv", "exp", "expm1", "log", "log10", "log2", "log1p", "reciprocal",
+    "rsqrt", "sinh", "tan", "pow", "softplus", "native_layer_norm", "native_group_norm", "norm",
+    "frobenius_norm", "nuclear_norm", "cosine_similarity", "poisson_nll_loss", "cosine_embedding_loss",
+    "nll_loss_forward", "nll_loss2d_forward", "hinge_embedding_loss", "kl_div", "l1_loss",
+    "smooth_l1_loss", "huber_loss", "mse_loss", "margin_ranking_loss", "multilabel_margin_loss_forward",
+    "soft_margin_loss", "triplet_margin_loss", "multi_margin_loss", "binary_cross_entropy_with_logits",
+    "_pdist_forward", "_cdist_forward", "renorm", "logsumexp", "prod", "_softmax", "_log_softmax",
+    "cumprod", "cumsum", "linalg_vector_norm", "linalg_matrix_norm", "sum",
+})
+# The lower-precision list, as far as a decoder uses it (AT_FORALL_LOWER_PRECISION_FP): the same
+# ops are on CPU's list (autocast_mode.cpp, AutocastCPU), so CPU autocast casts them alike.
+_LOW = (torch.float16, torch.bfloat16)
+
+
+class CudaAutocastCheck(TorchDispatchMode):
+    """Entered inside a CPU autocast region (autocast state is not visible from a dispatch mode):
+    fails the trace where CUDA's autocast would differ, an op CUDA runs in fp32 reaching the kernel
+    with a 16-bit floating input. Conservative: inside SDPA's math fallback (autocast excluded on
+    CUDA too) it would also fail."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in CUDA_AUTOCAST_FP32_OPS:
+            low = [t.dtype for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.dtype in _LOW]
+            if low:
+                raise NotImplementedError(
+                    f"trace: {name} gets a {low[0]} input under autocast; CUDA's autocast runs it in fp32, "
+                    "CPU's does not, so this trace would not be CUDA's program"
+                )
+        return func(*args, **(kwargs or {}))
+
+
+def autocast_sdpa_inputs(q, k, v):
+    """What CUDA autocast's scaled_dot_product_attention wrapper does before dispatching
+    (lower_precision_fp policy): cast floating q, k, v to the autocast dtype. The patched SDPA
+    below calls the kernels directly, past that wrapper, so it casts here."""
+    device = q.device.type
+    if not torch.is_autocast_enabled(device):
+        return q, k, v
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t for t in (q, k, v))

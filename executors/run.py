@@ -12,6 +12,7 @@ eager attention or fp32 there when comparing with CUDA predictions.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
 import re
@@ -26,7 +27,7 @@ from memsim.workload import Workload
 
 from . import protocol
 from .storage_tracker import StorageTracker
-from .trace import build_model, make_optimizer
+from .trace import DTYPES, build_model, make_optimizer
 
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
@@ -71,6 +72,11 @@ class _Steps:
 
     def __init__(self, model, w: Workload, vocab: int, opt):
         self.model, self.w, self.opt = model, w, opt
+        p = w.precision
+        device = next(model.parameters()).device.type
+        # Autocast mixed precision: fp32 weights, the forward under torch.autocast (as users run it).
+        self.forward_ctx = (lambda: torch.autocast(device, dtype=DTYPES[p.compute])) if p.weights != p.compute \
+            else contextlib.nullcontext
         self.ids = protocol.input_ids(w.batch, w.seq, vocab)
         self.cache = None
         self.tokens = {"train": w.batch * w.seq, "prefill": w.batch * w.seq, "decode": w.batch,
@@ -87,10 +93,11 @@ class _Steps:
     def __call__(self) -> None:
         task = self.w.task
         if task == "train":
-            protocol.train_step(self.model, self.ids, self.opt)
+            protocol.train_step(self.model, self.ids, self.opt, self.forward_ctx)
         elif task == "prefill":
-            del_out = protocol.prefill(self.model, self.ids)
-            del del_out
+            with self.forward_ctx():
+                out = protocol.prefill(self.model, self.ids)
+            del out
         elif task == "decode":
             protocol.decode_step(self.model, self.cache, self.next_ids, keep_tokens=self.w.seq)
         else:
@@ -123,7 +130,7 @@ def measure(w: Workload, case: str = "", warmup: int = 1, steps: int = 3, device
 
 
 def _build(w: Workload, cfg, config):
-    model = build_model(config, cfg.attention, w.precision.compute, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every))
+    model = build_model(config, cfg.attention, w.precision.weights, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every))
     opt = None
     if w.task == "train":
         opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optimizer, cfg.optimizer_impl)

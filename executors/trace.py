@@ -8,13 +8,16 @@ absent here, so comparisons leave the 'workspace' category out.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from .cuda_semantics import cuda_dispatch
+from .cuda_grouped_mm import cuda_grouped_mm
+from .cuda_semantics import CudaAutocastCheck, cuda_dispatch
 from .storage_tracker import StorageTracker
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -78,19 +81,45 @@ def make_optimizer(params, name: str, impl: str):
     if name.startswith("sgd"):
         kw.pop("fused", None) if impl != "fused" else None
         return torch.optim.SGD(params, lr=1e-3, momentum=0.9 if name == "sgd-momentum" else 0.0, **kw)
+    if name == "adafactor":  # torch >= 2.5; no fused implementation (foreach=None means for-loop)
+        return torch.optim.Adafactor(params, foreach=impl == "foreach")
     raise ValueError(name)
 
 
-def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: int, new_tokens: int = 0, opt=None):
-    """The step protocols of memsim.runtimes.hf_steps, on whatever tensors the mode makes."""
+class _ScalarValues(TorchDispatchMode):
+    """Answers Tensor.item() on fake tensors with 1.0: Adafactor's step reads step counts and
+    norms back to Python, which a fake tensor has no value for; the memory it allocates does not
+    depend on them."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            return 1.0
+        return func(*args, **(kwargs or {}))
+
+
+def _with_scalar_values(step):
+    def run(*args, **kwargs):
+        with _ScalarValues():
+            return step(*args, **kwargs)
+
+    return run
+
+
+def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: int, new_tokens: int = 0, opt=None,
+             autocast: str | None = None):
+    """The step protocols of memsim.runtimes.hf_steps, on whatever tensors the mode makes.
+    `autocast` (bf16): the forward runs under torch.autocast on the model's device, backward and
+    the optimizer outside it, as an fp32-weights mixed-precision loop does."""
     from transformers import DynamicCache
 
+    device = next(model.parameters()).device
     ids = torch.randint(0, vocab, (batch, seq))
     if task == "train":
         model.train()
         for step in range(2):  # the second step is the steady state (optimizer state exists)
             tr.phase = f"forward{step}"
-            loss = model(input_ids=ids, labels=ids).loss
+            with _autocast(device, autocast):
+                loss = model(input_ids=ids, labels=ids).loss
             tr.phase = f"backward{step}"
             loss.backward()
             del loss
@@ -102,7 +131,8 @@ def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: 
     with torch.no_grad():
         if task == "prefill":
             tr.phase = "prefill"
-            out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            with _autocast(device, autocast):
+                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
             del out
             return
         # generate/decode: GenerationMixin._sample's memory-relevant steps, greedy.
@@ -124,21 +154,41 @@ def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: 
             out = model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1)
 
 
+@contextlib.contextmanager
+def _autocast(device: torch.device, dtype: str | None):
+    """torch.autocast on the model's device. On a CPU (a fake-tensor trace) autocast's op lists are
+    CPU's: CudaAutocastCheck fails the trace wherever CUDA's would make it differ."""
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device.type, dtype=DTYPES[dtype]):
+        if device.type == "cpu":
+            with CudaAutocastCheck():
+                yield
+        else:
+            yield
+
+
 def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", attention: str = "sdpa",
           optimizer: str = "adamw", impl: str = "foreach", lora_rank: int = 0, lora_targets=(),
-          checkpoint: bool = False, new_tokens: int = 0) -> TraceResult:
+          checkpoint: bool = False, new_tokens: int = 0, compute: str | None = None) -> TraceResult:
+    """`dtype`: the weights'; `compute`: the autocast dtype when it differs (fp32 weights, bf16
+    compute). Fake tensors live on the CPU, so autocast is CPU's (see _autocast)."""
     t0 = time.perf_counter()
-    with FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch():
+    autocast = compute if compute not in (None, dtype) else None
+    with (FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch(), cuda_grouped_mm()):
         model = build_model(config, attention, dtype, lora_rank, lora_targets, checkpoint)
         opt = None
         if task == "train":
             params = [p for p in model.parameters() if p.requires_grad]
             opt = make_optimizer(params, optimizer, impl)
+            if optimizer == "adafactor":
+                opt.step = _with_scalar_values(opt.step)
         else:
             for p in model.parameters():
                 p.requires_grad_(False)
         tr.reset_peak()  # the step's peak, not model construction's (as reset_peak_memory_stats after loading)
-        run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt)
+        run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt, autocast)
         # CPU-resident optimizer scalars (`step` of non-fused Adam) are not GPU memory.
         if opt is not None and impl != "fused":
             host = [s["step"] for s in opt.state.values() if "step" in s]
@@ -156,7 +206,7 @@ def trace_workload(w) -> TraceResult:
     if cfg.checkpoint_every > 1:
         raise InputError("methods.activation-checkpointing.every: trace checkpoints every layer (gradient_checkpointing_enable); every > 1 is analytic-only")
     return trace(
-        raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.compute, cfg.attention,
+        raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.weights, cfg.attention,
         cfg.optimizer, cfg.optimizer_impl, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every),
-        cfg.new_tokens,
+        cfg.new_tokens, w.precision.compute,
     )

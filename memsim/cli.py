@@ -89,8 +89,9 @@ def fit(
     batch: int = typer.Option(1, "--batch", "-b"),
     seq: int = typer.Option(1024, "--seq", "-s"),
     generate: int = typer.Option(0, help="new tokens (task generate)"),
-    dtype: str = typer.Option("bf16", help="fp32 | bf16 | fp16 (weights and compute)"),
-    optimizer: str = typer.Option("adamw", help="adamw | adam | sgd | sgd-momentum"),
+    dtype: str = typer.Option("bf16", help="fp32 | bf16 | fp16 (weights, and compute unless --compute)"),
+    compute: Optional[str] = typer.Option(None, help="bf16 | fp16 with --dtype fp32: autocast mixed precision"),
+    optimizer: str = typer.Option("adamw", help="adamw | adam | sgd | sgd-momentum | adafactor"),
     impl: str = typer.Option("foreach", help="optimizer implementation: foreach | fused | for-loop"),
     attention: str = typer.Option("sdpa", help="sdpa | eager | flash"),
     method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="e.g. lora:rank=16 or activation-checkpointing"),
@@ -102,7 +103,7 @@ def fit(
     def go():
         w = Workload.parse(dict(
             model=model, hardware=hardware, task=task, batch=batch, seq=seq, generate=generate,
-            precision={"weights": dtype, "compute": dtype}, optimizer={"name": optimizer, "impl": impl},
+            precision={"weights": dtype, "compute": compute or dtype}, optimizer={"name": optimizer, "impl": impl},
             attention=attention, methods=[_parse_method(m) for m in method or []],
         ))
         report = predict(w)
@@ -155,7 +156,7 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods")
                 except InputError:  # in the catalog, not modeled yet: listed as such
                     t.add_row(name, json.loads((models_dir() / f"{name}.json").read_text()).get("model_type", "?"), "not modeled yet", "", "", "", "")
                     continue
-                kind = m.model_type + (" (MoE: not modeled yet)" if m.is_moe else "")
+                kind = m.model_type + (f" (MoE {m.experts_per_token}/{m.num_experts})" if m.is_moe else "")
                 t.add_row(name, kind, f"{m.param_count() / 1e9:.2f}B", str(m.num_layers), str(m.hidden_size),
                           f"{m.num_heads}/{m.num_kv_heads}", str(m.vocab_size))
             out.print(t)

@@ -54,6 +54,7 @@ class ModelSpec(BaseModel):
     experts_per_token: int = 0
     moe_intermediate_size: int = 0
     shared_expert_intermediate_size: int = 0
+    norm_topk_prob: bool = False  # top-k routing weights renormalized to sum to 1 (Mixtral always)
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -124,11 +125,16 @@ class ModelSpec(BaseModel):
         if model_type == "gemma2":
             fields.update(_gemma2_fields(cfg, name))
         if moe:
+            _check_moe_config(cfg, name)
+            if model_type == "qwen2_moe":  # Qwen2MoeAttention: bias=config.qkv_bias (default True)
+                fields["attention_bias"] = bool(cfg.get("qkv_bias", True))
             fields.update(
                 num_experts=cfg.get("num_local_experts") or cfg.get("num_experts") or 0,
                 experts_per_token=cfg.get("num_experts_per_tok") or 0,
                 moe_intermediate_size=cfg.get("moe_intermediate_size") or cfg.get("intermediate_size") or 0,
                 shared_expert_intermediate_size=cfg.get("shared_expert_intermediate_size") or 0,
+                # MixtralTopKRouter always divides by the sum; Qwen2MoeTopKRouter if norm_topk_prob.
+                norm_topk_prob=model_type == "mixtral" or bool(cfg.get("norm_topk_prob", False)),
             )
         try:
             return cls(**fields)
@@ -167,3 +173,16 @@ def _gemma2_fields(cfg: dict[str, Any], name: str) -> dict[str, Any]:
         attn_logit_softcapping=cfg.get("attn_logit_softcapping", d["attn_logit_softcapping"]),
         final_logit_softcapping=cfg.get("final_logit_softcapping", d["final_logit_softcapping"]),
     )
+
+
+def _check_moe_config(cfg: dict[str, Any], name: str) -> None:
+    """MoE options whose memory the hf-transformers profile does not model: refused, not guessed."""
+    if cfg.get("output_router_logits"):
+        raise InputError(f"model config '{name}': output_router_logits true (router aux loss) is not modeled yet; set it false")
+    if cfg.get("router_jitter_noise"):
+        raise InputError(f"model config '{name}': router_jitter_noise > 0 is not modeled yet; set it 0")
+    if cfg.get("decoder_sparse_step", 1) != 1 or cfg.get("mlp_only_layers"):
+        raise InputError(
+            f"model config '{name}': dense layers among MoE layers (decoder_sparse_step != 1 or mlp_only_layers) "
+            "are not modeled yet; every layer must be sparse"
+        )

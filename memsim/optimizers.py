@@ -1,6 +1,6 @@
 """torch.optim optimizers: the state they keep and the temporaries their step allocates.
 
-Read from torch/optim/{adamw,adam,sgd,adafactor}.py (torch 2.11-2.13); the step is modeled in its
+Read from torch/optim/{adamw,adam,sgd,_adafactor}.py (torch 2.11-2.13); the step is modeled in its
 steady state (state already created, as from the second step on).
 """
 
@@ -13,7 +13,51 @@ from .simulator import cuda_rounded
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "sgd-momentum", "adafactor")
 IMPLS = ("foreach", "fused", "for-loop")
+ADAFACTOR_IMPLS = ("foreach", "for-loop")  # torch.optim.Adafactor has no `fused` argument
 STEP_SCALAR_BYTES = 4  # state["step"]: a float32 scalar
+SCALAR_BYTES = 4  # a 0-dim (or [1, 1]) fp32/bf16 result such as a norm; one CUDA block once rounded
+
+
+@dataclass(frozen=True)
+class Param:
+    """A trainable parameter as its optimizer sees it: a [rows, cols] matrix (cols = 0 for a 1-D
+    vector of `rows` elements) of `dtype_bytes` elements."""
+
+    rows: int
+    cols: int
+    dtype_bytes: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * max(self.cols, 1) * self.dtype_bytes
+
+    @property
+    def is_matrix(self) -> bool:
+        return self.cols > 0
+
+
+@dataclass(frozen=True)
+class Params:
+    """Parameters in model.parameters() order: a prefix, one decoder layer's block repeated
+    `layers` times, a suffix. Sums over them are closed forms, so their cost does not grow with depth."""
+
+    prefix: tuple[Param, ...]
+    layer: tuple[Param, ...]
+    layers: int
+    suffix: tuple[Param, ...] = ()
+
+    def walk(self, max_layers: int) -> list[Param]:
+        """The order, with at most `max_layers` layer blocks."""
+        return [*self.prefix, *self.layer * min(self.layers, max_layers), *self.suffix]
+
+    def total(self, f=lambda p: cuda_rounded(p.nbytes)) -> int:
+        """sum(f(p)) over every parameter."""
+        ends = sum(f(p) for p in self.prefix) + sum(f(p) for p in self.suffix)
+        return ends + self.layers * sum(f(p) for p in self.layer)
+
+    @property
+    def count(self) -> int:
+        return len(self.prefix) + self.layers * len(self.layer) + len(self.suffix)
 
 
 @dataclass(frozen=True)
@@ -22,11 +66,11 @@ class OptimizerCost:
     step_temp_bytes: int  # extra, during step()
 
 
-def optimizer_cost(name: str, impl: str, param_bytes: list[int]) -> OptimizerCost:
-    """`param_bytes`: each trainable parameter's size; states are zeros_like(param)."""
-    total = sum(cuda_rounded(n) for n in param_bytes)
-    largest = max((cuda_rounded(n) for n in param_bytes), default=0)
-    count = len(param_bytes)
+def optimizer_cost(name: str, impl: str, params: Params) -> OptimizerCost:
+    """`params`: the trainable parameters; states are zeros_like(param) except Adafactor's factored ones."""
+    total = params.total()
+    largest = max((cuda_rounded(p.nbytes) for p in params.walk(1)), default=0)
+    count = params.count
     if impl not in IMPLS:
         raise InputError(f"optimizer.impl: '{impl}' is not one of {', '.join(IMPLS)}")
     if name in ("adamw", "adam"):
@@ -44,5 +88,77 @@ def optimizer_cost(name: str, impl: str, param_bytes: list[int]) -> OptimizerCos
     if name == "sgd-momentum":
         return OptimizerCost(total, 0)  # momentum_buffer; updates in place
     if name == "adafactor":
-        raise InputError("optimizer.name: 'adafactor' is not modeled yet; use adamw, adam, sgd or sgd-momentum")
+        if impl not in ADAFACTOR_IMPLS:
+            raise InputError(f"optimizer.impl: adafactor has no '{impl}' implementation; use {' or '.join(ADAFACTOR_IMPLS)}")
+        state = params.total(_adafactor_state_bytes)  # `step` stays on the host
+        temp = _adafactor_foreach_temp(params) if impl == "foreach" else _adafactor_loop_temp(params)
+        return OptimizerCost(state, temp)
     raise InputError(f"optimizer.name: '{name}' is not one of {', '.join(OPTIMIZERS)}")
+
+
+# -- Adafactor (torch/optim/_adafactor.py; Shazeer & Stern 2018, arXiv:1804.04235) -------------
+def _factors(p: Param) -> tuple[int, int]:
+    """Bytes of row_var ([..., rows, 1]) and col_var ([..., 1, cols]), each one allocation."""
+    return cuda_rounded(p.rows * p.dtype_bytes), cuda_rounded(p.cols * p.dtype_bytes)
+
+
+def _adafactor_state_bytes(p: Param) -> int:
+    """_init_group: row_var and col_var for a matrix, a full `variance` for a vector."""
+    return sum(_factors(p)) if p.is_matrix else cuda_rounded(p.nbytes)
+
+
+def _adafactor_loop_temp(params: Params) -> int:
+    """_single_tensor_adafactor's peak of temporaries. Its locals outlive an iteration: each of
+    row_mean, col_mean, var_estimate (the update) and grad_squared is freed only when the next
+    iteration rebinds it, after the new one is allocated. What is live entering a parameter
+    depends only on the parameters before it, the same for every layer after the first: two
+    layer blocks hold every transition."""
+    scalar = cuda_rounded(SCALAR_BYTES)
+    live = {"row": 0, "col": 0, "var": 0, "sq": 0}
+    peak = 0
+
+    def rebind(key: str, nbytes: int) -> None:
+        nonlocal peak
+        peak = max(peak, sum(live.values()) + nbytes)
+        live[key] = nbytes
+
+    for p in params.walk(2):
+        peak = max(peak, sum(live.values()) + scalar)  # param.norm(2).item()
+        if p.is_matrix:
+            row, col = _factors(p)
+            rebind("row", row)  # torch.norm(grad, dim=-1, keepdim=True)
+            rebind("col", col)  # torch.norm(grad, dim=-2, keepdim=True)
+            rebind("var", cuda_rounded(p.nbytes))  # row_var @ col_var: a full-size estimate
+        else:
+            rebind("sq", cuda_rounded(p.nbytes))  # grad * grad
+            rebind("var", cuda_rounded(p.nbytes))  # variance.clone()
+        peak = max(peak, sum(live.values()) + scalar)  # row_var.mean(...), update.norm(2)
+    return peak
+
+
+def _adafactor_foreach_temp(params: Params) -> int:
+    """_multi_tensor_adafactor's peak: per group of (dtype, matrix or vector), in order of first
+    appearance (_group_tensors_by_device_dtype_and_is_multidim), the lists of row and column
+    means, then a full-size var_estimates list; the previous group's var_estimates lives on until
+    this group rebinds the name."""
+    scalar = cuda_rounded(SCALAR_BYTES)
+    order = params.walk(1)
+    keys = [(d, m) for d in dict.fromkeys(p.dtype_bytes for p in order) for m in dict.fromkeys(p.is_matrix for p in order if p.dtype_bytes == d)]
+    carried = peak = 0
+    for dtype, is_matrix in keys:
+
+        def over(f, d=dtype, m=is_matrix):  # a sum over this group's parameters
+            return params.total(lambda p: f(p) if (p.dtype_bytes, p.is_matrix) == (d, m) else 0)
+
+        full = over(lambda p: cuda_rounded(p.nbytes))
+        peak = max(peak, carried + scalar)  # alphas: p.norm(2).item()
+        if is_matrix:
+            rows = over(lambda p: _factors(p)[0])
+            cols = over(lambda p: _factors(p)[1])
+            means = over(lambda p: scalar)  # row_var_means, alive with var_estimates
+            peak = max(peak, carried + rows, carried + cols, carried + full + means)
+        else:
+            peak = max(peak, carried + full)  # grads_squared (deleted), then the clones
+        peak = max(peak, full + scalar)  # update.norm(2), after the old list is released
+        carried = full
+    return peak

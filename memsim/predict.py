@@ -13,18 +13,24 @@ from .workload import DTYPE_BYTES, Workload
 
 def step_config(w: Workload) -> StepConfig:
     model = load_model(w.model)
-    if model.is_moe:
-        raise InputError(
-            f"model: '{model.name}' is a mixture of experts ({model.model_type}); its experts are not modeled yet, only dense "
-            "llama/mistral/qwen2/gemma2 decoders are"
-        )
     ckpt = w.method("activation-checkpointing")
     lora = w.method("lora")
+    if lora and model.is_moe:
+        _check_moe_lora_targets(model, lora.targets)
     attention = w.attention
     if attention == "flash":
         if w.precision.compute == "fp32":
             raise InputError("attention: flash needs 16-bit compute (precision.compute bf16 or fp16); use sdpa or eager for fp32")
         attention = "sdpa"  # SDPA dispatches 16-bit causal attention to its flash kernel
+    p = w.precision
+    if p.weights != p.compute:
+        _check_autocast(w)
+        if model.is_moe:
+            raise InputError(f"precision: autocast (weights {p.weights}, compute {p.compute}) on a mixture of experts is not modeled yet; "
+                             "use the same dtype for both")
+        if model.model_type == "gemma2":
+            raise InputError(f"precision: autocast (weights {p.weights}, compute {p.compute}) on gemma2 is not modeled yet; "
+                             "use the same dtype for both")
     return StepConfig(
         model=model,
         task=w.task,
@@ -38,7 +44,20 @@ def step_config(w: Workload) -> StepConfig:
         lora_rank=lora.rank if lora else 0,
         lora_targets=tuple(lora.targets) if lora else (),
         new_tokens=w.generate,
+        weights_dtype_bytes=DTYPE_BYTES[p.weights] if p.weights != p.compute else 0,
     )
+
+
+def _check_autocast(w: Workload) -> None:
+    """What of autocast mixed precision (fp32 weights, 16-bit compute) is modeled: training and
+    prefill with SDPA; bf16 for training (fp16 training needs a GradScaler, not modeled yet)."""
+    p = w.precision
+    if w.task not in ("train", "prefill"):
+        raise InputError(f"task: {w.task} with autocast (weights {p.weights}, compute {p.compute}) is not modeled yet; train and prefill are")
+    if w.attention == "eager":
+        raise InputError(f"attention: eager with autocast (weights {p.weights}, compute {p.compute}) is not modeled yet; use sdpa or flash")
+    if w.task == "train" and p.compute == "fp16":
+        raise InputError("precision.compute: fp16 autocast training (with a GradScaler) is not modeled yet; use compute bf16, or fp16 for prefill")
 
 
 def predict(workload: Workload | dict) -> Report:
@@ -63,3 +82,18 @@ def predict(workload: Workload | dict) -> Report:
         seq=w.seq,
         parameters=cfg.model.param_count(),
     )
+
+
+MOE_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def _check_moe_lora_targets(model, targets) -> None:
+    """PEFT's target_modules match nn.Linear names; the experts are 3-D parameters of one module
+    (MixtralExperts / Qwen2MoeExperts), so `gate_proj`/`up_proj`/`down_proj` would miss them
+    (Mixtral: no such module; Qwen2-MoE: only the shared expert). Attention only, then."""
+    bad = [t for t in targets if t not in MOE_LORA_TARGETS]
+    if bad:
+        raise InputError(
+            f"methods.lora.targets: {', '.join(bad)} on the mixture of experts '{model.name}' is not modeled (PEFT's "
+            f"target_modules do not reach its 3-D expert weights); use {', '.join(MOE_LORA_TARGETS)}"
+        )

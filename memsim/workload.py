@@ -21,6 +21,10 @@ LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 class Precision(BaseModel):
+    """The parameters' dtype and the matmuls' dtype. Equal: the model runs in that dtype. weights
+    fp32 with compute bf16/fp16: torch.autocast mixed precision (the forward under
+    torch.autocast(dtype=compute), backward and optimizer outside it; memsim/runtimes/autocast.py)."""
+
     model_config = ConfigDict(extra="forbid")
     weights: Literal["fp32", "bf16", "fp16"] = "bf16"
     compute: Literal["fp32", "bf16", "fp16"] = "bf16"
@@ -116,10 +120,10 @@ class Workload(BaseModel):
     @model_validator(mode="after")
     def _consistent(self):
         p = self.precision
-        if p.weights != p.compute:
+        if p.weights != p.compute and p.weights != "fp32":
             raise ValueError(
-                f"precision: weights={p.weights} with compute={p.compute} (autocast mixed precision) is not modeled yet; "
-                "use the same dtype for both"
+                f"precision: weights={p.weights} with compute={p.compute} is not a mode torch runs (autocast lowers "
+                "fp32 weights' matmuls to 16 bits); use weights fp32 with compute bf16 or fp16 (autocast), or one dtype for both"
             )
         if self.task == "generate" and self.generate < 1:
             raise ValueError("generate: task=generate needs generate >= 1 (new tokens)")

@@ -52,3 +52,26 @@ def test_import_memsim_stays_light():
     code = "import sys, memsim, memsim.cli; print(any(m in sys.modules for m in ('torch', 'triton')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _fit_json(*args):
+    r = runner.invoke(app, ["fit", "tinyllama-1.1b", "-H", "80GiB", "--json", "--no-solve", *args])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def test_fit_autocast_mixed_precision():
+    """fp32 weights with bf16 autocast: fp32 weights, gradients and AdamW state (16 bytes per
+    parameter, twice pure bf16's), plus the forward's bf16 weight copies."""
+    amp = _fit_json("--dtype", "fp32", "--compute", "bf16")
+    bf16 = _fit_json("--dtype", "bf16")
+    params = amp["parameters"]
+    assert amp["breakdown_bytes"]["optimizer_state"] >= 8 * params > bf16["breakdown_bytes"]["optimizer_state"]
+    assert amp["peak"]["gpu"]["allocated_bytes"] > 16 * params
+
+
+def test_fit_adafactor_keeps_factored_state():
+    ada = _fit_json("--optimizer", "adafactor", "--impl", "for-loop")
+    adamw = _fit_json("--optimizer", "adamw")
+    # Row and column factors: far below AdamW's two full-size moments.
+    assert ada["breakdown_bytes"]["optimizer_state"] < adamw["breakdown_bytes"]["optimizer_state"] / 50

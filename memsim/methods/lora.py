@@ -33,15 +33,16 @@ class LoraWeight(T):
         self.fan_in, self.fan_out, self.rank, self.dtype_bytes = fan_in, fan_out, rank, dtype_bytes
         self.a = tp.external(f"{base.name}.lora_A", rank * fan_in * ADAPTER_BYTES, WEIGHTS, True, leaf=True)
         self.b = tp.external(f"{base.name}.lora_B", fan_out * rank * ADAPTER_BYTES, WEIGHTS, True, leaf=True)
+        self.base = T(base.name, base.storage, requires_grad=False, leaf=True)
+        self.compute_bytes = ADAPTER_BYTES  # the adapter matmuls' output dtype (16-bit under autocast)
 
     def forward(self, tp: Tape, name: str, x: T, out_nbytes: int, bias: T | None) -> T:
         tokens = out_nbytes // (self.fan_out * self.dtype_bytes)
-        frozen = T(self.name, self.storage, requires_grad=False, leaf=True)
-        result = ops.linear(tp, name, x, frozen, out_nbytes, bias)
+        result = ops.linear(tp, name, x, self.base, out_nbytes, bias)
         xa = ops.cast(tp, f"{name}.lora_x", x, tokens * self.fan_in * ADAPTER_BYTES)
-        h = ops.linear(tp, f"{name}.lora_A", xa, self.a, tokens * self.rank * ADAPTER_BYTES)
+        h = ops.linear(tp, f"{name}.lora_A", xa, self.a, tokens * self.rank * self.compute_bytes)
         tp.drop(xa)
-        y = ops.linear(tp, f"{name}.lora_B", h, self.b, tokens * self.fan_out * ADAPTER_BYTES)
+        y = ops.linear(tp, f"{name}.lora_B", h, self.b, tokens * self.fan_out * self.compute_bytes)
         tp.drop(h)
         scaled = ops.scale(tp, f"{name}.lora_scaling", y)
         tp.drop(y)

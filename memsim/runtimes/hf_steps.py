@@ -18,16 +18,16 @@ from dataclasses import dataclass
 
 from .. import ops
 from ..model import ModelSpec
-from ..optimizers import optimizer_cost
+from ..optimizers import Param, Params, optimizer_cost
 from ..program import Program
 from ..simulator import cuda_rounded
 from ..tape import ACTIVATIONS, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, T, Tape
-from . import hf_gemma2
+from . import autocast, hf_gemma2, hf_moe
 from . import hf_transformers as hf
 from .hf_arch import FULL, LLAMA, Arch
 from .hf_transformers import FP32, INT64, Shapes
 from ..model import NORMS_PER_LAYER
-from ..methods.lora import LoraSpec, LoraWeight, adapter_param_bytes
+from ..methods.lora import ADAPTER_BYTES, LoraWeight
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Families whose code departs from Llama's (memsim/runtimes/hf_arch.py).
@@ -52,25 +52,44 @@ class StepConfig:
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = ()
     new_tokens: int = 0
+    weights_dtype_bytes: int = 0  # parameters' dtype when it differs from compute (autocast); 0: the same
+
+    @property
+    def param_bytes(self) -> int:
+        return self.weights_dtype_bytes or self.dtype_bytes
 
 
 def param_sizes(cfg: StepConfig) -> tuple[list[int], list[int]]:
     """Every parameter's bytes, and the trainable ones' (for gradients and optimizer state)."""
-    m, b = cfg.model, cfg.dtype_bytes
+    all_params, trainable = param_shapes(cfg)
+    return [p.nbytes for p in all_params.walk(cfg.model.num_layers)], [p.nbytes for p in trainable.walk(cfg.model.num_layers)]
+
+
+def param_shapes(cfg: StepConfig) -> tuple[Params, Params]:
+    """Every parameter, in model.parameters() order (nn.Linear weights are [out, in]), and the
+    trainable ones: all of them, or the LoRA adapters (A: [rank, in], B: [out, rank])."""
+    m, b = cfg.model, cfg.param_bytes
     d = m.hidden_size
-    layer = [d * m.q_dim, d * m.kv_dim, d * m.kv_dim, m.q_dim * d]
-    layer += [d * m.intermediate_size] * 3 + [d] * NORMS_PER_LAYER.get(m.model_type, 2)
-    if m.attention_bias:
-        layer += [m.q_dim, m.kv_dim, m.kv_dim]
-    all_params = [m.vocab_size * d] + layer * m.num_layers + [d]
-    if not m.tie_word_embeddings:
-        all_params.append(m.vocab_size * d)
-    all_bytes = [n * b for n in all_params]
-    if cfg.lora_rank:
-        dims = {name: _linear_dims(m, name) for name in LORA_TARGETS}
-        trainable = adapter_param_bytes(LoraSpec(cfg.lora_rank, cfg.lora_targets), dims) * m.num_layers
-        return all_bytes + trainable, trainable
-    return all_bytes, all_bytes
+    layer = []
+    for name in LORA_TARGETS[:4] if m.is_moe else LORA_TARGETS:
+        fan_in, fan_out = _linear_dims(m, name)
+        layer.append(Param(fan_out, fan_in, b))
+        if m.attention_bias and name in ("q_proj", "k_proj", "v_proj"):
+            layer.append(Param(fan_out, 0, b))
+    if m.is_moe:
+        layer += hf_moe.params(m, b)
+    layer += [Param(d, 0, b)] * NORMS_PER_LAYER.get(m.model_type, 2)
+    head = () if m.tie_word_embeddings else (Param(m.vocab_size, d, b),)
+    all_params = Params((Param(m.vocab_size, d, b),), tuple(layer), m.num_layers, (Param(d, 0, b), *head))
+    if not cfg.lora_rank:
+        return all_params, all_params
+    adapters = []
+    for name in cfg.lora_targets:
+        fan_in, fan_out = _linear_dims(m, name)
+        adapters += [Param(cfg.lora_rank, fan_in, ADAPTER_BYTES), Param(fan_out, cfg.lora_rank, ADAPTER_BYTES)]
+    trainable = Params((), tuple(adapters), m.num_layers)
+    everything = Params(all_params.prefix, all_params.layer + trainable.layer, m.num_layers, all_params.suffix)
+    return everything, trainable
 
 
 def _linear_dims(m: ModelSpec, name: str) -> tuple[int, int]:
@@ -94,18 +113,18 @@ def build_program(cfg: StepConfig) -> Program:
 
 
 # ---------------------------------------------------------------------------------------------
-def _weights(prog: Program, cfg: StepConfig) -> list[int]:
-    all_bytes, trainable = param_sizes(cfg)
-    prog.static("weights", sum(cuda_rounded(n) for n in all_bytes), WEIGHTS)
+def _weights(prog: Program, cfg: StepConfig) -> Params:
+    all_params, trainable = param_shapes(cfg)
+    prog.static("weights", all_params.total(), WEIGHTS)
     return trainable
 
 
 def _embed(tp: Tape, sh: Shapes, trainable: bool) -> tuple[T, T, T]:
     m = sh.model
     ids = tp.new("input_ids", sh.tokens * INT64)
-    table = tp.external("embed_tokens", m.vocab_size * m.hidden_size * sh.dtype_bytes, WEIGHTS, trainable, leaf=True)
+    table = tp.external("embed_tokens", m.vocab_size * m.hidden_size * sh.param_bytes, WEIGHTS, trainable, leaf=True)
     # embedding_dense_backward (CUDA): sorted and original indices, then the table's gradient.
-    x0 = tp.op("embedding", [table, ids], sh.act(m.hidden_size), [ids], (ops.ws(2 * sh.tokens * INT64), ("grad", 0)))
+    x0 = tp.op("embedding", [table, ids], sh.hidden_state_bytes, [ids], (ops.ws(2 * sh.tokens * INT64), ("grad", 0)))
     return ids, table, _arch(m).embed_post(tp, sh, x0)
 
 
@@ -116,17 +135,35 @@ def _lora(cfg: StepConfig, tp: Tape, sh: Shapes, w: hf.LayerWeights) -> None:
         setattr(w, attr, LoraWeight(getattr(w, attr), fan_in, fan_out, cfg.lora_rank, sh.dtype_bytes, tp))
 
 
-def _layer_forward(cfg: StepConfig, tp: Tape, sh: Shapes, x: T, cos: T, sin: T, cache: list, mask) -> T:
+def _autocast_weights(cfg: StepConfig, tp: Tape, sh: Shapes, w: hf.LayerWeights) -> list:
+    """Each projection's weight under autocast (runtimes/autocast.py); returns the wrappers whose
+    cached casts live until the autocast context exits."""
+    wrappers = []
+    for attr in autocast.AUTOCAST_LINEARS:
+        fan_in, fan_out = _linear_dims(sh.model, f"{attr}_proj")
+        aw, ws = autocast.wrap(tp, getattr(w, attr), fan_in, fan_out, sh.dtype_bytes, cfg.task == "train")
+        setattr(w, attr, aw)
+        wrappers += ws
+    return wrappers
+
+
+def _layer_forward(cfg: StepConfig, tp: Tape, sh: Shapes, x: T, cos: T, sin: T, cache: list, mask, casts=None) -> T:
     w = hf.layer_weights(tp, sh, trainable=not cfg.lora_rank)
+    if cfg.model.is_moe:
+        w.moe = hf_moe.MoeWeights.build(tp, sh, trainable=not cfg.lora_rank)
     if cfg.lora_rank:
         _lora(cfg, tp, sh, w)
+    if sh.autocast:
+        wrappers = _autocast_weights(cfg, tp, sh, w)
+        if casts is not None:
+            casts += wrappers
     return _arch(sh.model).decoder_layer(tp, sh, x, w, cos, sin, cache, mask)
 
 
 def _train(cfg: StepConfig) -> Program:
     m = cfg.model
     use_cache = cfg.checkpoint_every == 0  # transformers turns the cache off under checkpointing
-    sh = Shapes(m, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention)
+    sh = Shapes(m, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes)
     prog = Program()
     trainable = _weights(prog, cfg)
     cost = optimizer_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
@@ -140,6 +177,7 @@ def _train(cfg: StepConfig) -> Program:
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
     masks = arch.masks(tp0, sh)
+    sliding = hf_moe.unused_sliding_mask(tp0, sh)
     prog.add("forward", tp0.events)
     mark0 = len(tp0.events)
 
@@ -148,21 +186,23 @@ def _train(cfg: StepConfig) -> Program:
     built = []
     owed = 0
     x0_owed = 0
+    casts_owed = 0  # autocast's cached weight casts that nothing saved: freed when the context exits
     for first, count, block in _layer_runs(cfg, _layer_types(sh, masks)):
         fwd, bwd = [], []
         for ckpt, kind in block:
             lsh = hf_gemma2.layer_shapes(sh, kind)
-            f, b, layer_owed, embeds_owed = _train_layer(cfg, lsh, first, ckpt, use_cache, cos, sin, masks[kind])
+            f, b, layer_owed, embeds_owed, layer_casts = _train_layer(cfg, lsh, first, ckpt, use_cache, cos, sin, masks[kind])
             fwd, bwd = fwd + f, b + bwd
             owed += count * layer_owed
+            casts_owed += count * layer_casts
             x0_owed = x0_owed or embeds_owed
         prog.add("forward", fwd, count)
         built.append((bwd, count))
 
     # Epilogue: final norm, lm_head, loss; the outputs (and their cache) die before backward.
     tp2 = Tape()
-    h_last = tp2.incoming("hidden", sh.act(m.hidden_size), ACTIVATIONS, requires_grad=True)
-    norm_w = tp2.external("norm", m.hidden_size * sh.dtype_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
+    h_last = tp2.incoming("hidden", sh.hidden_state_bytes, ACTIVATIONS, requires_grad=True)
+    norm_w = tp2.external("norm", m.hidden_size * sh.param_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
     hn = arch.rms_norm(tp2, sh, h_last, norm_w)
     tp2.drop(h_last)
     if x0_owed:
@@ -171,13 +211,22 @@ def _train(cfg: StepConfig) -> Program:
     held_args = [t for t in (pos, *masks.values()) if t is not None]
     if not cfg.checkpoint_every:
         tp2.events += [(t.nbytes, ACTIVATIONS, -1) for t in held_args]
-    head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.dtype_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
+    if sliding is not None:  # no layer's argument: dies with causal_mask_mapping
+        tp2.events.append((sliding.nbytes, ACTIVATIONS, -1))
+    head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.param_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
+    head_casts = []
+    if sh.autocast:
+        head_w, head_casts = autocast.wrap(tp2, head_w, m.hidden_size, m.vocab_size, sh.dtype_bytes, True)
     if m.tie_word_embeddings:
         table.has_grad = True  # tied: lm_head's gradient lands in .grad first; the embedding's is added in place
     loss, tail = _loss(tp2, sh, hn, head_w)
     tp2.drop(hn)
     if owed or scalars:
         tp2.events.append((owed + scalars, KV_CACHE, -1))
+    for c in head_casts:  # the autocast context exits after the outputs die
+        c.release(tp2)
+    if casts_owed:
+        tp2.events.append((casts_owed, WEIGHTS, -1))
     prog.add("forward", tp2.events)
     mark2 = len(tp2.events)
     seed = tp2.new("loss.grad", FP32, TEMPORARIES)
@@ -197,34 +246,36 @@ def _train(cfg: StepConfig) -> Program:
     prog.add("backward", tp0.events[mark0:])
 
     # optimizer.step() then zero_grad(set_to_none=True).
-    grads = sum(cuda_rounded(n) for n in trainable)
+    grads = trainable.total()
     prog.add("optimizer", [(cost.step_temp_bytes, TEMPORARIES, 1), (cost.step_temp_bytes, TEMPORARIES, -1), (grads, GRADIENTS, -1)])
     return prog
 
 
 def _train_layer(cfg: StepConfig, sh: Shapes, first: bool, ckpt: bool, use_cache: bool, cos: T, sin: T, mask: T | None):
-    """One decoder layer of a training step: (forward events, backward events, cache bytes and
-    inputs_embeds bytes whose free is owed to the epilogue)."""
-    m = cfg.model
+    """One decoder layer of a training step: (forward events, backward events, cache bytes,
+    inputs_embeds bytes and autocast weight-cast bytes whose free is owed to the epilogue)."""
     tp = Tape()
-    x = tp.incoming("hidden", sh.act(m.hidden_size), ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
+    casts: list = []
+    x = tp.incoming("hidden", sh.hidden_state_bytes, ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
     ext_cos = tp.external("cos", cos.nbytes)
     ext_sin = tp.external("sin", sin.nbytes)
     ext_mask = tp.external("mask", mask.nbytes) if mask is not None else None
     if ckpt:
-        return (*_checkpointed_layer(cfg, sh, first, ext_cos, ext_sin, ext_mask), 0, 0)
+        fwd, bwd = _checkpointed_layer(cfg, sh, first, ext_cos, ext_sin, ext_mask, casts)
+        return fwd, bwd, 0, 0, autocast.release_later(tp, casts)
     cache = [] if use_cache else None
-    out = _layer_forward(cfg, tp, sh, x, ext_cos, ext_sin, cache, ext_mask)
+    out = _layer_forward(cfg, tp, sh, x, ext_cos, ext_sin, cache, ext_mask, casts)
     owed = sum(tp.release_later(t) for t in cache) if cache else 0
+    casts_owed = autocast.release_later(tp, casts)
     x0_owed = 0
     if first:  # inputs_embeds: freed when LlamaModel.forward returns, unless saved
         x0_owed = tp.release_later(x)
     else:
         tp.drop(x)
     fwd = list(tp.events)
-    g = tp.incoming("grad.hidden", sh.act(m.hidden_size), TEMPORARIES)
+    g = tp.incoming("grad.hidden", sh.hidden_state_bytes, TEMPORARIES)
     tp.backward({id(out): g})
-    return fwd, tp.events[len(fwd):], owed, x0_owed
+    return fwd, tp.events[len(fwd):], owed, x0_owed, casts_owed
 
 
 def _layer_types(sh: Shapes, masks: dict) -> list[str]:
@@ -280,22 +331,25 @@ def _input_needs_grad(cfg: StepConfig, first: bool) -> bool:
     return not (first and cfg.lora_rank and not cfg.checkpoint_every)
 
 
-def _checkpointed_layer(cfg, sh, first, cos, sin, mask):
+def _checkpointed_layer(cfg, sh, first, cos, sin, mask, casts=None):
     """torch.utils.checkpoint, non-reentrant (transformers 5's default): the forward runs without
     saving anything but the layer's input; backward reruns the layer with grad (stopping early,
     before the last residual add), backprops through it, then lets the input go."""
     tp = Tape(grad_enabled=False)
-    x = tp.incoming("hidden", sh.act(sh.model.hidden_size), ACTIVATIONS)
+    x = tp.incoming("hidden", sh.hidden_state_bytes, ACTIVATIONS)
     tp._hold(x)  # the checkpoint's saved input
-    out = _layer_forward(cfg, tp, sh, x, cos, sin, None, mask)
+    out = _layer_forward(cfg, tp, sh, x, cos, sin, None, mask, casts)
     if not first:
         tp.drop(x)  # the loop variable; the checkpoint still holds it
     fwd = list(tp.events)
 
     rt = Tape()
     xr = rt.incoming("hidden", x.nbytes, ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
-    out2 = _layer_forward(cfg, rt, sh, xr, cos, sin, None, mask)
+    rcasts: list = []
+    out2 = _layer_forward(cfg, rt, sh, xr, cos, sin, None, mask, rcasts)
     rt.drop(out2)  # recomputed outputs are discarded (early stop skips even this last add)
+    for c in rcasts:  # the recompute's own autocast context exits: its cache lets go
+        c.release(rt)
     g = rt.incoming("grad.hidden", out.nbytes, TEMPORARIES)
     rt.backward({id(out2): g})  # out2's node is still on the tape: the gradient flows through it
     rt.drop(xr)  # the checkpoint's hold; layer 0's input also dies here (its forward var is gone)
@@ -327,12 +381,13 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
     arch = _arch(m)
     tp0 = Tape(grad_enabled=False)
     ids = tp0.new("input_ids", sh.tokens * INT64)
-    x0 = arch.embed_post(tp0, sh, tp0.new("embedding", sh.act(m.hidden_size)))
+    x0 = arch.embed_post(tp0, sh, tp0.new("embedding", sh.hidden_state_bytes))
     if not sh.past:  # the model's forward builds the DynamicCache (generate's is already there: static)
         _cache_scalars(tp0, m)
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
     masks = arch.masks(tp0, sh)
+    sliding = hf_moe.unused_sliding_mask(tp0, sh)
     prog.add(label, tp0.events)
 
     for first, count, block in _layer_runs(cfg, _layer_types(sh, masks), checkpointing=False):
@@ -343,16 +398,19 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
 
     tp2 = Tape(grad_enabled=False)
     h_last = tp2.incoming("hidden", x0.nbytes)
-    norm_w = tp2.external("norm", m.hidden_size * sh.dtype_bytes, WEIGHTS)
+    norm_w = tp2.external("norm", m.hidden_size * sh.param_bytes, WEIGHTS)
     hn = arch.rms_norm(tp2, sh, h_last, norm_w)
     tp2.drop(h_last)
-    for t in (x0, pos, cos, sin, *masks.values()):
+    for t in (x0, pos, cos, sin, *masks.values(), sliding):
         if t is not None:
             tp2.events.append((t.nbytes, ACTIVATIONS, -1))
     rows = Shapes(m, sh.batch, logits_rows, sh.dtype_bytes, sh.attention)
     sliced = tp2.new("hidden[:, -k:]", rows.act(m.hidden_size)) if logits_rows != sh.seq else None
+    # Under autocast lm_head casts the sliced hidden states (that copy is `sliced`) and, uncached
+    # (requires_grad is off for inference), its weight.
+    head_cast = tp2.new("lm_head.autocast", m.vocab_size * m.hidden_size * sh.dtype_bytes) if sh.autocast else None
     logits = arch.logits_post(tp2, rows, tp2.new("logits", rows.act(m.vocab_size)))
-    tp2.drop(hn, sliced)
+    tp2.drop(hn, sliced, head_cast)
     prog.add(label, tp2.events)
     return logits.nbytes, ids.nbytes
 
@@ -362,7 +420,7 @@ def _inference_layer(cfg: StepConfig, sh: Shapes, kind: str, first: bool, cos: T
     (a cache of `sh.past` tokens came straight from the prompt's prefill when past == seq)."""
     m = cfg.model
     tp = Tape(grad_enabled=False)
-    x = tp.incoming("hidden", sh.act(m.hidden_size))
+    x = tp.incoming("hidden", sh.hidden_state_bytes)
     held = hf_gemma2.cached_tokens(m, kind, sh.past, from_prefill=sh.past == cfg.seq)
     past = Shapes(m, sh.batch, held, sh.dtype_bytes, sh.attention)
     cache = [tp.incoming("cache.k", past.kv_bytes, KV_CACHE), tp.incoming("cache.v", past.kv_bytes, KV_CACHE)] if sh.past else []
@@ -376,7 +434,7 @@ def _inference_layer(cfg: StepConfig, sh: Shapes, kind: str, first: bool, cos: T
 def _prefill(cfg: StepConfig) -> Program:
     prog = Program()
     _weights(prog, cfg)
-    sh = Shapes(cfg.model, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention)
+    sh = Shapes(cfg.model, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes)
     _inference_forward(prog, cfg, sh, "prefill", logits_rows=1)
     return prog
 

@@ -27,10 +27,30 @@ class Shapes:
     model: ModelSpec
     batch: int
     seq: int
-    dtype_bytes: int  # activations and weights (no autocast)
+    dtype_bytes: int  # compute: matmul outputs (and, without autocast, everything)
     attention: str  # eager | sdpa
     past: int = 0
     window: int = 0  # a sliding-window layer's window (Gemma-2), 0 for full attention
+    weights_dtype_bytes: int = 0  # the parameters' dtype under autocast (fp32); 0: dtype_bytes
+
+    @property
+    def param_bytes(self) -> int:
+        return self.weights_dtype_bytes or self.dtype_bytes
+
+    @property
+    def residual_bytes(self) -> int:
+        """The residual stream's dtype: the embedding's output, which autocast leaves alone (adds
+        promote a 16-bit projection to it)."""
+        return self.param_bytes
+
+    @property
+    def autocast(self) -> bool:
+        return self.param_bytes != self.dtype_bytes
+
+    @property
+    def hidden_state_bytes(self) -> int:
+        """One [batch, seq, hidden] residual-stream tensor."""
+        return self.act(self.model.hidden_size, self.residual_bytes)
 
     @property
     def tokens(self) -> int:
@@ -78,10 +98,11 @@ class LayerWeights:
     q_bias: T | None = None
     k_bias: T | None = None
     v_bias: T | None = None
+    moe: object | None = None  # hf_moe.MoeWeights: a sparse MoE block in place of the MLP
 
 
 def layer_weights(tp: Tape, sh: Shapes, trainable: bool) -> LayerWeights:
-    m, b = sh.model, sh.dtype_bytes
+    m, b = sh.model, sh.param_bytes
     d = m.hidden_size
 
     def w(name, n):
@@ -110,20 +131,21 @@ def rms_norm(tp: Tape, sh: Shapes, x: T, weight: T) -> T:
     tp.drop(eps)
     normed = ops.mul(tp, "norm.mul", x32, rs, x32.nbytes)
     tp.drop(rs, x32)
-    cast = ops.cast(tp, "norm.to_dtype", normed, sh.act(d))
+    cast = ops.cast(tp, "norm.to_dtype", normed, x.nbytes)  # .to(input_dtype)
     out = ops.mul(tp, "norm.weight", weight, cast, cast.nbytes)
     tp.drop(cast, normed, var)
     return out
 
 
 # -- apply_rotary_pos_emb / rotate_half --------------------------------------------------------
-def rope(tp: Tape, x: T, cos: T, sin: T) -> T:
-    full, half = x.nbytes, x.nbytes // 2
+def rope(tp: Tape, x: T, cos: T, sin: T, out_nbytes: int | None = None) -> T:
+    """`out_nbytes`: the promoted size when x is 16-bit and cos/sin fp32 (autocast)."""
+    full, half = out_nbytes or x.nbytes, x.nbytes // 2
     a = ops.mul(tp, "rope.mul_cos", x, cos, full)
     x1 = tp.view("rope.x1", x, half, recipe=(("grad", 0, full),))  # slice backward: zeros + copy
     x2 = tp.view("rope.x2", x, half, recipe=(("grad", 0, full),))
     neg = tp.op("rope.neg", [x2], half, (), (("grad", 0),))
-    rot = tp.op("rope.cat", [neg, x1], full, (), (("pass", 0), ("pass", 1)))
+    rot = tp.op("rope.cat", [neg, x1], x.nbytes, (), (("pass", 0), ("pass", 1)))
     tp.drop(neg, x1, x2)
     b = ops.mul(tp, "rope.mul_sin", rot, sin, full)
     tp.drop(rot)
@@ -139,8 +161,8 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
     q = ops.linear(tp, "q_proj", h, w.q, sh.act(m.q_dim), w.q_bias)
     k = ops.linear(tp, "k_proj", h, w.k, sh.act(m.kv_dim), w.k_bias)
     v = ops.linear(tp, "v_proj", h, w.v, sh.act(m.kv_dim), w.v_bias)
-    qe = rope(tp, q, cos, sin)
-    ke = rope(tp, k, cos, sin)
+    qe = rope(tp, q, cos, sin, sh.act(m.q_dim, sh.residual_bytes))
+    ke = rope(tp, k, cos, sin, sh.act(m.kv_dim, sh.residual_bytes))
     tp.drop(q, k)
     if cache is None:  # use_cache=False (gradient checkpointing)
         kc, vc = ke, v
@@ -151,6 +173,11 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
         out, weights = eager_attention(tp, sh, qe, kc, vc, mask)
     elif mask is not None:  # an explicit mask (Gemma-2's sliding layers once the window is reached)
         out, weights = masked_sdpa_attention(tp, sh, qe, kc, vc, mask), None
+    elif sh.autocast:  # autocast's SDPA wrapper casts q, k and v to the compute dtype
+        qa = ops.cast(tp, "sdpa.autocast_q", qe, sh.act(m.q_dim))
+        ka, va = (ops.cast(tp, "sdpa.autocast_kv", t, sh.kv_bytes) for t in (kc, vc))
+        out, weights = sdpa_attention(tp, sh, qa, ka, va), None
+        tp.drop(qa, ka, va)
     else:
         out, weights = sdpa_attention(tp, sh, qe, kc, vc), None
     tp.drop(qe, kc, vc)
@@ -161,14 +188,20 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
 
 def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
     """DynamicLayer.update: keys = torch.cat([keys, new]) (an empty tensor at first). `cache`
-    holds this layer's [K, V] from earlier steps (empty at first); it keeps the new ones.
+    holds this layer's [K, V] from earlier steps (empty at first); it keeps the new ones. Both
+    start empty in the keys' dtype (lazy_initialization), so under autocast, where RoPE made K
+    fp32 and V is 16-bit, cat promotes V: both caches are fp32 (CUDA's cat copies each input into
+    its slice of the output, casting on the way; no temporary).
     DynamicSlidingWindowLayer.update (sh.window) makes both cats before rebinding keys and values."""
+    kv_bytes = k.nbytes // sh.seq * sh.kv_len
     out = []
     olds = []
     for i, new in enumerate((k, v)):
         old = cache[i] if cache else None
         inputs = [new] if old is None else [old, new]
-        t = tp.op("cache.cat", inputs, sh.kv_bytes, (), tuple(("pass", j) for j in range(len(inputs))))
+        # A promoted input's gradient is cast back to its dtype (a new tensor), others pass through.
+        recipe = tuple(("pass", j) if x is old or x.nbytes == k.nbytes else ("grad", j) for j, x in enumerate(inputs))
+        t = tp.op("cache.cat", inputs, kv_bytes, (), recipe)
         t.storage.category = KV_CACHE
         tp.events[-1] = (t.nbytes, KV_CACHE, 1)
         if old is not None:
@@ -308,12 +341,14 @@ def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> t
 
 
 # -- LlamaMLP.forward --------------------------------------------------------------------------
-def mlp(tp: Tape, sh: Shapes, h: T, w: LayerWeights) -> T:
+def mlp(tp: Tape, sh: Shapes, h: T, w: LayerWeights, width: int | None = None) -> T:
+    """`width`: the intermediate size when it is not the config's (Qwen2-MoE's shared expert)."""
     m = sh.model
-    gate = ops.linear(tp, "gate_proj", h, w.gate, sh.act(m.intermediate_size))
+    width = width or m.intermediate_size
+    gate = ops.linear(tp, "gate_proj", h, w.gate, sh.act(width))
     act = ops.unary_saving_input(tp, "act_fn", gate)
     tp.drop(gate)
-    up = ops.linear(tp, "up_proj", h, w.up, sh.act(m.intermediate_size))
+    up = ops.linear(tp, "up_proj", h, w.up, sh.act(width))
     prod = ops.mul(tp, "act*up", act, up, act.nbytes)
     tp.drop(act, up)
     out = ops.linear(tp, "down_proj", prod, w.down, sh.act(m.hidden_size))
@@ -331,7 +366,7 @@ def decoder_layer(tp: Tape, sh: Shapes, x: T, w: LayerWeights, cos: T, sin: T, c
     mid = ops.add(tp, "residual.attn", x, a)
     tp.drop(a)
     h = rms_norm(tp, sh, mid, w.ln2)
-    f = mlp(tp, sh, h, w)
+    f = w.moe.forward(tp, sh, h) if w.moe is not None else mlp(tp, sh, h, w)
     tp.drop(h)
     out = ops.add(tp, "residual.mlp", mid, f)
     tp.drop(f, mid, attn_weights)
@@ -351,8 +386,8 @@ def rotary_tables(tp: Tape, sh: Shapes) -> tuple[T, T]:
         raw = tp.new(f"rope.{fn}", emb.nbytes)
         tabs.append(tp.new(f"rope.{fn}_scaled", emb.nbytes))
         tp.drop(raw)
-    cos = tp.new("rope.cos_cast", b * s * hd * sh.dtype_bytes)
-    sin = tp.new("rope.sin_cast", b * s * hd * sh.dtype_bytes)
+    cos = tp.new("rope.cos_cast", b * s * hd * sh.residual_bytes)  # .to(x.dtype)
+    sin = tp.new("rope.sin_cast", b * s * hd * sh.residual_bytes)
     tp.drop(inv, freqs, emb, *tabs)
     return cos, sin
 
