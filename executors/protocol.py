@@ -45,7 +45,10 @@ def decode_step(model, cache, next_ids, keep_tokens: int | None = None) -> None:
     out = model(input_ids=next_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
     del out
     if keep_tokens is not None and cache.get_seq_length() > keep_tokens:
-        cache.crop(keep_tokens - cache.get_seq_length())  # a negative count: drop that many tokens
+        try:
+            cache.crop(keep_tokens - cache.get_seq_length())  # a negative count: drop that many tokens
+        except RuntimeError:
+            pass  # sliding-window layers past their window cannot crop: the cache grows a token a step
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from . import protocol
 from .storage_tracker import StorageTracker
 from .trace import DTYPES, build_model, make_optimizer
 
+SETUP_PREFILL_CHUNK = 1024  # tokens per forward when a decode case fills its cache
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
 
@@ -85,8 +86,10 @@ class _Steps:
     def setup(self) -> None:
         """Allocations that precede the measured step: for decode, the cache of `seq` tokens."""
         if self.w.task == "decode":
+            # Chunked, so that filling a large cache does not need a whole-prompt prefill's memory.
             self.cache = protocol.new_cache(self.model)
-            out = protocol.prefill(self.model, self.ids, self.cache)
+            for start in range(0, self.w.seq, SETUP_PREFILL_CHUNK):
+                out = protocol.prefill(self.model, self.ids[:, start:start + SETUP_PREFILL_CHUNK], self.cache)
             self.next_ids = out.logits[:, -1, :].argmax(-1)[:, None]
             del out
 
@@ -147,6 +150,7 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
             model, opt = _build(w, cfg, config)
             run = _Steps(model, w, config["vocab_size"], opt)
             run.setup()
+            torch.cuda.empty_cache()  # the setup's cached segments are not the step's
             for _ in range(warmup):
                 run()
             torch.cuda.synchronize()
