@@ -15,13 +15,16 @@ def input_ids(batch: int, seq: int, vocab: int) -> torch.Tensor:
     return torch.randint(0, vocab, (batch, seq))
 
 
-def train_step(model, ids, opt, forward_ctx=contextlib.nullcontext) -> None:
+def train_step(model, ids, opt, forward_ctx=contextlib.nullcontext, phase=lambda name: None) -> None:
     """loss = model(input_ids, labels).loss; backward; step; zero_grad(set_to_none=True). The
-    outputs object dies before backward, as in Trainer.compute_loss."""
+    outputs object dies before backward, as in Trainer.compute_loss. `phase` labels each part."""
+    phase("forward")
     with forward_ctx():
         loss = model(input_ids=ids, labels=ids).loss
+    phase("backward")
     loss.backward()
     del loss
+    phase("optimizer")
     opt.step()
     opt.zero_grad(set_to_none=True)
 
@@ -52,9 +55,11 @@ def decode_step(model, cache, next_ids, keep_tokens: int | None = None) -> None:
 
 
 @torch.no_grad()
-def generate(model, ids, new_tokens: int, before_decode=None) -> torch.Tensor:
-    """GenerationMixin._sample's memory-relevant steps, greedy: prefill, then one token at a time;
-    the next-token logits are copied to fp32, the ids grow by concatenation."""
+def generate(model, ids, new_tokens: int, before_decode=None, sample_after_last: bool = True) -> torch.Tensor:
+    """GenerationMixin._sample's memory-relevant steps, greedy: prefill, then for each new token
+    the next-token logits copied to fp32, the ids grown by concatenation, and a one-token forward.
+    generate() samples after its last forward too (`sample_after_last`); a decode step
+    (new_tokens=1, sample_after_last=False) ends on the forward."""
     cache = new_cache(model)
     out = prefill(model, ids, cache)
     for i in range(new_tokens):
@@ -63,7 +68,7 @@ def generate(model, ids, new_tokens: int, before_decode=None) -> torch.Tensor:
         nxt = logits.argmax(-1)
         ids = torch.cat([ids, nxt[:, None]], dim=-1)
         del logits
-        if i == new_tokens - 1:
+        if i == new_tokens - 1 and sample_after_last:
             break
         if before_decode is not None:
             before_decode(i)

@@ -12,7 +12,6 @@ eager attention or fp32 there when comparing with CUDA predictions.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import platform
 import re
@@ -21,13 +20,14 @@ import time
 import torch
 
 from memsim.catalog import raw_config
+from memsim.errors import InputError
 from memsim.measurement import Measurement, Provenance
 from memsim.predict import step_config
 from memsim.workload import Workload
 
 from . import protocol
 from .storage_tracker import StorageTracker
-from .trace import DTYPES, build_model, make_optimizer
+from .trace import autocast_ctx, build_model, make_optimizer
 
 SETUP_PREFILL_CHUNK = 1024  # tokens per forward when a decode case fills its cache
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
@@ -74,10 +74,10 @@ class _Steps:
     def __init__(self, model, w: Workload, vocab: int, opt):
         self.model, self.w, self.opt = model, w, opt
         p = w.precision
-        device = next(model.parameters()).device.type
+        device = next(model.parameters()).device
         # Autocast mixed precision: fp32 weights, the forward under torch.autocast (as users run it).
-        self.forward_ctx = (lambda: torch.autocast(device, dtype=DTYPES[p.compute])) if p.weights != p.compute \
-            else contextlib.nullcontext
+        autocast = p.compute if p.weights != p.compute else None
+        self.forward_ctx = lambda: autocast_ctx(device, autocast)
         self.ids = protocol.input_ids(w.batch, w.seq, vocab)
         self.cache = None
         self.tokens = {"train": w.batch * w.seq, "prefill": w.batch * w.seq, "decode": w.batch,
@@ -112,7 +112,8 @@ def measure(w: Workload, case: str = "", warmup: int = 1, steps: int = 3, device
     """Build, warm up, then time `steps` steps of the workload; see the module's docstring."""
     cfg = step_config(w)  # the same validation and refusals as predict
     if cfg.checkpoint_every > 1:
-        raise ValueError("activation-checkpointing every > 1 is analytic-only (transformers checkpoints every layer)")
+        raise InputError("methods.activation-checkpointing.every: runs checkpoint every layer (gradient_checkpointing_enable); "
+                         "every > 1 is analytic-only")
     cuda = torch.cuda.is_available() and device != "cpu"
     config = raw_config(w.model)
     meta = dict(case=case or "workload", workload=w.model_dump(mode="json"))

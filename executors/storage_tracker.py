@@ -98,12 +98,9 @@ class StorageTracker(TorchDispatchMode):
         live = peak = 0
         at = -1
         for i, e in enumerate(self.events):
-            if e.key in drop:
-                continue
-            live += e.delta_bytes
-            if i + 1 == self._peak_from:
-                peak, at = live, i  # the level at reset_peak
-            if i >= self._peak_from and live > peak:
+            if e.key not in drop:
+                live += e.delta_bytes
+            if i >= self._peak_from - 1 and live > peak:  # from the level at reset_peak on
                 peak, at = live, i
         self.peak_bytes, self.peak_index = peak, at
 

@@ -17,6 +17,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .cuda_grouped_mm import cuda_grouped_mm
+from . import protocol
 from .cuda_semantics import CudaAutocastCheck, cuda_dispatch
 from .storage_tracker import StorageTracker
 
@@ -107,55 +108,38 @@ def _with_scalar_values(step):
 
 def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: int, new_tokens: int = 0, opt=None,
              autocast: str | None = None):
-    """The step protocols of memsim.runtimes.hf_steps, on whatever tensors the mode makes.
-    `autocast` (bf16): the forward runs under torch.autocast on the model's device, backward and
-    the optimizer outside it, as an fp32-weights mixed-precision loop does."""
-    from transformers import DynamicCache
-
+    """The step protocols (protocol.py) as the tracer runs them, with phase labels. `autocast`
+    (bf16): the forward runs under torch.autocast on the model's device, backward and the optimizer
+    outside it, as an fp32-weights mixed-precision loop does."""
     device = next(model.parameters()).device
-    ids = torch.randint(0, vocab, (batch, seq))
+    ids = protocol.input_ids(batch, seq, vocab)
+    forward_ctx = lambda: autocast_ctx(device, autocast)  # noqa: E731
     if task == "train":
         model.train()
         for step in range(2):  # the second step is the steady state (optimizer state exists)
-            tr.phase = f"forward{step}"
-            with _autocast(device, autocast):
-                loss = model(input_ids=ids, labels=ids).loss
-            tr.phase = f"backward{step}"
-            loss.backward()
-            del loss
-            tr.phase = f"optimizer{step}"
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            protocol.train_step(model, ids, opt, forward_ctx, phase=lambda name: setattr(tr, "phase", f"{name}{step}"))
         return
     model.eval()
-    with torch.no_grad():
-        if task == "prefill":
-            tr.phase = "prefill"
-            with _autocast(device, autocast):
-                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            del out
-            return
-        # generate/decode: GenerationMixin._sample's memory-relevant steps, greedy.
-        cache = DynamicCache(config=model.config)
-        tr.phase = "prefill"
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        steps = new_tokens if task == "generate" else 1
-        for i in range(steps):
-            logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
-            del out
-            nxt = logits.argmax(-1)
-            ids = torch.cat([ids, nxt[:, None]], dim=-1)
-            del logits
-            if i == steps - 1 and task == "generate":
-                break
-            tr.phase = "decode"
-            if task == "decode":
-                tr.reset_peak()  # decode: the peak of the steady-state step alone
-            out = model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1)
+    tr.phase = "prefill"
+    if task == "prefill":
+        with forward_ctx():
+            out = protocol.prefill(model, ids)
+        del out
+        return
+
+    def before_decode(_):
+        tr.phase = "decode"
+        if task == "decode":
+            tr.reset_peak()  # decode: the peak of the steady-state step alone
+
+    if task == "generate":
+        protocol.generate(model, ids, new_tokens, before_decode)
+    else:
+        protocol.generate(model, ids, 1, before_decode, sample_after_last=False)
 
 
 @contextlib.contextmanager
-def _autocast(device: torch.device, dtype: str | None):
+def autocast_ctx(device: torch.device, dtype: str | None):
     """torch.autocast on the model's device. On a CPU (a fake-tensor trace) autocast's op lists are
     CPU's: CudaAutocastCheck fails the trace wherever CUDA's would make it differ."""
     if dtype is None:

@@ -262,15 +262,18 @@ def validate(
     _run(go)
 
 
+def _pct(error: float) -> str:
+    return f"{error:+.2%}" if error == error else "-"  # NaN: the case did not run to the end
+
+
 def _show_validation(df, summary, path) -> None:
     t = Table(title=f"predicted vs measured ({path})")
     for c in ("case", "fits (pred/meas)", "allocated pred", "meas", "error", "reserved err", "device err", "step ms"):
         t.add_column(c, justify="left" if c == "case" else "right")
     for r in df.itertuples():
-        pct = lambda e: f"{e:+.2%}" if e == e else "-"  # noqa: E731 (NaN: did not run to the end)
         t.add_row(r.case, f"{'yes' if r.predicted_fits else 'no'}/{'yes' if r.measured_fits else 'no'}",
-                  _gib(r.predicted_allocated), _gib(r.measured_allocated), pct(r.error_allocated),
-                  pct(r.error_reserved), pct(r.error_device), f"{r.step_time_s * 1e3:,.1f}" if r.step_time_s else "-")
+                  _gib(r.predicted_allocated), _gib(r.measured_allocated), _pct(r.error_allocated),
+                  _pct(r.error_reserved), _pct(r.error_device), f"{r.step_time_s * 1e3:,.1f}" if r.step_time_s else "-")
     out.print(t)
     for k, s in summary.items():
         if s["cases"]:

@@ -10,19 +10,12 @@ Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", 2021 (arXiv:210
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from .. import ops
 from ..tape import WEIGHTS, T, Tape
 
 ADAPTER_BYTES = 4  # fp32 adapters: peft's default autocast_adapter_dtype=True
 DEFAULT_TARGETS = ("q_proj", "v_proj")  # peft's default for Llama-family models
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    rank: int
-    targets: tuple[str, ...] = DEFAULT_TARGETS
 
 
 class LoraWeight(T):
@@ -52,11 +45,3 @@ class LoraWeight(T):
         tp.drop(summed)
         return out
 
-
-def adapter_param_bytes(spec: LoraSpec, dims: dict[str, tuple[int, int]]) -> list[int]:
-    """Each adapter matrix's bytes for one layer: A is [rank, in], B is [out, rank]."""
-    out = []
-    for name in spec.targets:
-        fan_in, fan_out = dims[name]
-        out += [spec.rank * fan_in * ADAPTER_BYTES, fan_out * spec.rank * ADAPTER_BYTES]
-    return out
