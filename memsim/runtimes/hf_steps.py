@@ -315,13 +315,17 @@ def _layer_runs(cfg: StepConfig, types: list[str], checkpointing: bool = True) -
     return runs
 
 
+def _cache_scalar_bytes(m: ModelSpec) -> int:
+    """The 8-byte tensors a DynamicCache built from the config allocates (sliding layers'
+    windows), each its own block."""
+    return _arch(m).cache_scalars(m) * cuda_rounded(hf_gemma2.CACHE_SCALAR_BYTES)
+
+
 def _cache_scalars(tp: Tape, m: ModelSpec) -> int:
-    """The 8-byte tensors a DynamicCache built from the config allocates (sliding layers' windows)."""
-    n = _arch(m).cache_scalars(m)
-    if not n:
-        return 0
-    nbytes = n * cuda_rounded(hf_gemma2.CACHE_SCALAR_BYTES)  # each its own block
-    tp.events.append((nbytes, KV_CACHE, 1))
+    """Allocate the cache's own small tensors on `tp`; returns their bytes."""
+    nbytes = _cache_scalar_bytes(m)
+    if nbytes:
+        tp.events.append((nbytes, KV_CACHE, 1))
     return nbytes
 
 
@@ -449,7 +453,7 @@ def _cache_static(prog: Program, cfg: StepConfig, tokens: int) -> None:
         held = hf_gemma2.cached_tokens(m, kind, tokens, from_prefill=tokens == cfg.seq)
         sh = Shapes(m, cfg.batch, held, cfg.dtype_bytes, cfg.attention)
         total += 2 * types.count(kind) * cuda_rounded(sh.kv_bytes)
-    prog.static("kv cache", total + _arch(m).cache_scalars(m) * cuda_rounded(hf_gemma2.CACHE_SCALAR_BYTES), KV_CACHE)
+    prog.static("kv cache", total + _cache_scalar_bytes(m), KV_CACHE)
 
 
 def _decode(cfg: StepConfig, past: int, prog: Program | None = None) -> Program:
