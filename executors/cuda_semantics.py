@@ -1,10 +1,9 @@
 """Make a CPU (fake-tensor) run allocate what the same program allocates on a CUDA GPU.
 
 On a CPU, `scaled_dot_product_attention` dispatches to CPU kernels whose saved tensors differ from
-CUDA's. Here it goes to the kernel CUDA's dispatcher picks, in CUDA's priority order
-(aten/src/ATen/native/transformers/cuda/sdp_utils.cpp, torch 2.5-2.13: flash, then memory-efficient,
-then math; cuDNN attention is not on by default), with the mask preprocessing scaled_dot_product_attention
-does first (attention.cpp). Fake tensors run each kernel's meta function, so the
+CUDA's. Here it goes to the kernel CUDA's dispatcher picks on the emulated GPU
+(memsim.runtimes.torch_cuda: cuDNN first on an H100, else flash, memory-efficient, math), with
+the mask and head-dim preprocessing scaled_dot_product_attention does first (attention.cpp). Fake tensors run each kernel's meta function, so the
 outputs and the tensors autograd saves are CUDA's.
 """
 
@@ -17,29 +16,22 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from memsim.runtimes.torch_cuda import DEFAULT_SM, padded_head_dim
+from memsim.runtimes.torch_cuda import sdpa_backend as select_backend
+
 aten = torch.ops.aten
 
-# Head dims the CUDA kernels accept (sdp_utils.cpp: check_head_dim_size_flash / _mem_efficient).
-FLASH_MAX_HEAD_DIM = 256
-EFFICIENT_MAX_HEAD_DIM = 256  # sm80+; must also be a multiple of 8 (16-byte alignment of fp16 rows)
 MEM_EFF_ALIGNMENT = 16  # attention.cpp preprocess_mask: the bias's last dim and strides, in elements
+_sm = DEFAULT_SM  # the compute capability cuda_dispatch emulates
 
 
 def sdpa_backend(q, k, v, attn_mask, dropout_p, enable_gqa) -> str:
-    """The SDPA backend CUDA's dispatcher picks for these inputs: flash, efficient or math."""
-    head_dim = q.shape[-1]
-    same_heads = q.shape[-3] == k.shape[-3]
-    if (
-        q.dtype in (torch.float16, torch.bfloat16)
-        and attn_mask is None
-        and head_dim <= FLASH_MAX_HEAD_DIM
-        and head_dim % 8 == 0
-        and (same_heads or enable_gqa)
-    ):
-        return "flash"
-    if head_dim <= EFFICIENT_MAX_HEAD_DIM and head_dim % 8 == 0 and same_heads and not enable_gqa:
-        return "efficient"
-    return "math"
+    """The SDPA backend CUDA's dispatcher picks for these inputs (memsim.runtimes.torch_cuda)."""
+    half = q.dtype in (torch.float16, torch.bfloat16)
+    gqa = q.shape[-3] != k.shape[-3]
+    if gqa and not enable_gqa:
+        raise ValueError("scaled_dot_product_attention: K/V heads differ from Q's without enable_gqa")
+    return select_backend(_sm, half, q.shape[-1], attn_mask is not None, gqa)
 
 
 def additive_mask(mask, dtype):
@@ -67,10 +59,14 @@ def cuda_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=Non
     q, k, v = autocast_sdpa_inputs(q, k, v)
     backend = sdpa_backend(q, k, v, attn_mask, dropout_p, enable_gqa)
     if backend == "flash":
-        return aten._scaled_dot_product_flash_attention(q, k, v, dropout_p, is_causal, False, scale=scale)[0]
+        return _flash(q, k, v, dropout_p, is_causal, scale)
     attn_mask = additive_mask(attn_mask, q.dtype)
+    needs_lse = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if backend == "cudnn":
+        return aten._scaled_dot_product_cudnn_attention(
+            q, k, v, attn_mask, needs_lse, dropout_p, is_causal, False, scale=scale
+        )[0]
     if backend == "efficient":
-        needs_lse = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
         if attn_mask is not None:  # attn_mask.value() = preprocess_mask(...): the unpadded one goes
             attn_mask = efficient_bias(attn_mask, q, k)
         return aten._scaled_dot_product_efficient_attention(
@@ -79,6 +75,19 @@ def cuda_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=Non
     return aten._scaled_dot_product_attention_math(
         q, k, v, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa
     )[0]
+
+
+def _flash(q, k, v, dropout_p, is_causal, scale):
+    """attention.cpp's flash case: a head dim that is not a multiple of 8 is padded (copies of q,
+    k and v, which the kernel saves), with the scale of the original head dim; the output is sliced
+    back, so transformers' transpose(1, 2).contiguous() copies it."""
+    head_dim = q.shape[-1]
+    padded = padded_head_dim(head_dim)
+    if padded != head_dim:
+        q, k, v = (F.pad(x, (0, padded - head_dim)) for x in (q, k, v))
+        scale = scale if scale is not None else head_dim ** -0.5
+    out = aten._scaled_dot_product_flash_attention(q, k, v, dropout_p, is_causal, False, scale=scale)[0]
+    return out[..., :head_dim] if padded != head_dim else out
 
 
 def _unpacked(find_packed):
@@ -95,9 +104,13 @@ def _unpacked(find_packed):
 
 
 @contextlib.contextmanager
-def cuda_dispatch():
-    """Route SDPA to CUDA's kernel choice, and let masking see unpacked positions, for the duration."""
+def cuda_dispatch(sm: int = DEFAULT_SM):
+    """Route SDPA to the kernel CUDA picks on a GPU of compute capability `sm` (90: H100), and let
+    masking see unpacked positions, for the duration."""
+    global _sm
     from transformers import masking_utils
+
+    previous_sm, _sm = _sm, sm
 
     original = F.scaled_dot_product_attention
     find_packed = masking_utils.find_packed_sequence_indices
@@ -107,6 +120,7 @@ def cuda_dispatch():
         yield
     finally:
         F.scaled_dot_product_attention = original
+        _sm = previous_sm
         masking_utils.find_packed_sequence_indices = find_packed
 
 

@@ -26,6 +26,11 @@ FAMILIES = {
                    vocab_size=2048, max_position_embeddings=4096, sliding_window=66,
                    attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
                    hidden_activation="gelu_pytorch_tanh"),
+    # OpenLLaMA's shape: a head dim (100) that is not a multiple of 8, full multi-head attention;
+    # CUDA's flash path pads q, k and v to 104 (memsim.runtimes.torch_cuda).
+    "llama_hd100": dict(model_type="llama", hidden_size=400, intermediate_size=1080, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=4, vocab_size=1024, max_position_embeddings=4096,
+                        tie_word_embeddings=False),
     # Mixture of experts: top-2 of 8 (Mixtral, fp32 routing weights) and top-4 of 8 plus a gated
     # shared expert (Qwen2-MoE, routing weights in the model dtype, no renormalization).
     "mixtral": dict(model_type="mixtral", hidden_size=256, intermediate_size=384, num_hidden_layers=3,
@@ -75,23 +80,35 @@ CASE_SUBSETS = {
     "qwen2_moe": (0, 1, 2, 4, 6, 9, 11, 13),
     # the first 14 cases and Adafactor; autocast on Gemma-2 is not modeled yet
     "gemma2": tuple(range(17)),
+    "llama_hd100": (0, 2, 4, 5, 7, 9, 11, 13, 17),
 }
+
+# The attention kernel depends on the GPU (torch_cuda.sdpa_backend): the matrix runs on an anonymous
+# 80 GiB device (sm80's flash, memory-efficient, math), and these families' 16-bit SDPA cases again
+# on an H100 (sm90: cuDNN first).
+H100_FAMILIES = ("llama", "gemma2", "llama_hd100")
+H100 = "h100-sxm-80gb"
 
 
 def workloads() -> list[tuple[str, dict]]:
-    """(case id, memsim workload dict) for every family x case (or the family's subset)."""
+    """(case id, memsim workload dict) for every family x case (or the family's subset), and the
+    H100 variants."""
     out = []
     for (family, config), (i, case) in itertools.product(FAMILIES.items(), enumerate(CASES)):
         if i not in CASE_SUBSETS.get(family, range(len(CASES))):
             continue
         task, dtype, attention, opt, impl, methods, batch, seq, new = case
         weights, compute = ("fp32", dtype.removeprefix("amp-")) if dtype.startswith("amp-") else (dtype, dtype)
-        w = dict(model=dict(config), hardware="80GiB", task=task, batch=batch, seq=seq, generate=new,
-                 precision={"weights": weights, "compute": compute}, optimizer={"name": opt, "impl": impl},
-                 attention=attention, methods=methods)
         names = "+".join(m if isinstance(m, str) else f"{m['name']}{m['rank']}" for m in methods) or "plain"
         cid = f"{family}-{task}-{dtype}-{attention}-{opt}-{impl}-{names}-b{batch}s{seq}" + (f"n{new}" if new else "")
-        out.append((cid, w))
+        hardware = ["80GiB"]
+        if family in H100_FAMILIES and attention == "sdpa" and compute != "fp32":
+            hardware.append(H100)
+        for hw in hardware:
+            w = dict(model=dict(config), hardware=hw, task=task, batch=batch, seq=seq, generate=new,
+                     precision={"weights": weights, "compute": compute}, optimizer={"name": opt, "impl": impl},
+                     attention=attention, methods=methods)
+            out.append((cid + ("-h100" if hw == H100 else ""), w))
     return out
 
 

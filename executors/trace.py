@@ -20,6 +20,7 @@ from .cuda_grouped_mm import cuda_grouped_mm
 from . import protocol
 from .cuda_semantics import CudaAutocastCheck, cuda_dispatch
 from .storage_tracker import StorageTracker
+from memsim.runtimes.torch_cuda import DEFAULT_SM
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -155,12 +156,13 @@ def autocast_ctx(device: torch.device, dtype: str | None):
 
 def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", attention: str = "sdpa",
           optimizer: str = "adamw", impl: str = "foreach", lora_rank: int = 0, lora_targets=(),
-          checkpoint: bool = False, new_tokens: int = 0, compute: str | None = None) -> TraceResult:
+          checkpoint: bool = False, new_tokens: int = 0, compute: str | None = None, sm: int = DEFAULT_SM) -> TraceResult:
     """`dtype`: the weights'; `compute`: the autocast dtype when it differs (fp32 weights, bf16
-    compute). Fake tensors live on the CPU, so autocast is CPU's (see _autocast)."""
+    compute). Fake tensors live on the CPU, so autocast is CPU's (see _autocast). `sm`: the compute
+    capability of the GPU whose attention kernels the trace runs (90: H100)."""
     t0 = time.perf_counter()
     autocast = compute if compute not in (None, dtype) else None
-    with (FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch(), cuda_grouped_mm()):
+    with (FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch(sm), cuda_grouped_mm()):
         model = build_model(config, attention, dtype, lora_rank, lora_targets, checkpoint)
         opt = None
         if task == "train":
@@ -192,5 +194,5 @@ def trace_workload(w) -> TraceResult:
     return trace(
         raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.weights, cfg.attention,
         cfg.optimizer, cfg.optimizer_impl, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every),
-        cfg.new_tokens, w.precision.compute,
+        cfg.new_tokens, w.precision.compute, cfg.sm,
     )

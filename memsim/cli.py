@@ -220,12 +220,11 @@ def validate(
     device: str = typer.Option("auto", help="auto | cuda | cpu (the CPU tracker measures live tensor bytes)"),
     only: Optional[list[str]] = typer.Option(None, "--only", help="run only these case ids"),
     plot_path: Optional[str] = typer.Option(None, "--plot", help="the plot's PNG; default beside the results"),
+    no_run: bool = typer.Option(False, "--no-run", help="run nothing: compare the results already in --out with today's predictions"),
 ):
     """Run each case for real in a fresh process, append results as they land (a rerun resumes), then
     print predicted against measured and plot it."""
     from pathlib import Path
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import validate as v
 
@@ -240,26 +239,39 @@ def validate(
             cases = [c for c in cases if c.id in only]
         path = Path(results or f"data/validation/{spec.name}.jsonl")
         failed = []
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err) as bar:
-            job = bar.add_task(f"{spec.name}", total=len(cases))
-
-            def on_result(case, result, resumed):
-                if isinstance(result, str):
-                    failed.append((case.id, result))
-                    err.print(f"[red]{case.id}: {result}[/]", highlight=False)
-                bar.update(job, advance=1, description=f"{case.id}{' (resumed)' if resumed else ''}")
-
-            done = v.run_suite(spec, cases, path, device, on_result)
+        if no_run:
+            done = v.read_results(path)
+            cases = [c for c in cases if c.id in done]
+        else:
+            done = _run_cases(v, spec, cases, path, device, failed)
         df = v.comparison(cases, done)
         _show_validation(df, v.summary(df), path)
         if len(df):
+            table = path.with_name(f"{path.stem}-compare.csv")
+            df.to_csv(table, index=False)
             png = v.plot(df, Path(plot_path or path.with_suffix(".png")), title=spec.name)
-            out.print(f"plot: {png}")
+            out.print(f"table: {table}\nplot: {png}")
         if failed:
             raise typer.Exit(1)
 
     _run(go)
+
+
+def _run_cases(v, spec, cases, path, device, failed):
+    """Run the cases not yet in `path` under a progress bar; failures are listed in `failed`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err) as bar:
+        job = bar.add_task(f"{spec.name}", total=len(cases))
+
+        def on_result(case, result, resumed):
+            if isinstance(result, str):
+                failed.append((case.id, result))
+                err.print(f"[red]{case.id}: {result}[/]", highlight=False)
+            bar.update(job, advance=1, description=f"{case.id}{' (resumed)' if resumed else ''}")
+
+        return v.run_suite(spec, cases, path, device, on_result)
 
 
 def _pct(error: float) -> str:

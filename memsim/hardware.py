@@ -39,6 +39,15 @@ class HardwareSpec(BaseModel):
     memory_bandwidth_bytes_per_s: Figure | None = None
     peak_flops: dict[str, Figure] = {}
     host_link: Link | None = None
+    # CUDA compute capability (9.0 for an H100): which attention kernel SDPA picks depends on it.
+    compute_capability: Figure | None = None
+
+    @property
+    def sm(self) -> int:
+        """The compute capability as sm_XY (90); DEFAULT_SM where the profile has none."""
+        from .runtimes.torch_cuda import DEFAULT_SM
+
+        return round(self.compute_capability.value * 10) if self.compute_capability else DEFAULT_SM
 
     @property
     def capacity_bytes(self) -> int:

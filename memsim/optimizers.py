@@ -69,7 +69,6 @@ class OptimizerCost:
 def optimizer_cost(name: str, impl: str, params: Params) -> OptimizerCost:
     """`params`: the trainable parameters; states are zeros_like(param) except Adafactor's factored ones."""
     total = params.total()
-    largest = max((cuda_rounded(p.nbytes) for p in params.walk(1)), default=0)
     count = params.count
     if impl not in IMPLS:
         raise InputError(f"optimizer.impl: '{impl}' is not one of {', '.join(IMPLS)}")
@@ -79,7 +78,7 @@ def optimizer_cost(name: str, impl: str, params: Params) -> OptimizerCost:
         if impl == "foreach":
             temp = total  # _multi_tensor_adamw: exp_avg_sq_sqrt = torch._foreach_sqrt(exp_avg_sqs)
         elif impl == "for-loop":
-            temp = 2 * largest  # _single_tensor_adamw: exp_avg_sq.sqrt() then / bias_correction2_sqrt
+            temp = _adam_loop_temp(params)
         else:
             temp = 0  # _fused_adamw_ updates in place
         return OptimizerCost(state, temp)
@@ -94,6 +93,14 @@ def optimizer_cost(name: str, impl: str, params: Params) -> OptimizerCost:
         temp = _adafactor_foreach_temp(params) if impl == "foreach" else _adafactor_loop_temp(params)
         return OptimizerCost(state, temp)
     raise InputError(f"optimizer.name: '{name}' is not one of {', '.join(OPTIMIZERS)}")
+
+
+def _adam_loop_temp(params: Params) -> int:
+    """_single_tensor_adam: `denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)` makes
+    the square root and the quotient of parameter i while the loop variable still holds parameter
+    i-1's denom (rebinding frees it only after). Two layer blocks hold every adjacent pair."""
+    sizes = [cuda_rounded(p.nbytes) for p in params.walk(2)]
+    return max((2 * n + (sizes[i - 1] if i else 0) for i, n in enumerate(sizes)), default=0)
 
 
 # -- Adafactor (torch/optim/_adafactor.py; Shazeer & Stern 2018, arXiv:1804.04235) -------------

@@ -45,6 +45,7 @@ def step_config(w: Workload) -> StepConfig:
         lora_targets=tuple(lora.targets) if lora else (),
         new_tokens=w.generate,
         weights_dtype_bytes=DTYPE_BYTES[p.weights] if p.weights != p.compute else 0,
+        sm=load_hardware(w.hardware).sm,
     )
 
 

@@ -21,11 +21,12 @@ from ..model import ModelSpec
 from ..optimizers import Param, Params, optimizer_cost
 from ..program import Program
 from ..simulator import cuda_rounded
-from ..tape import ACTIVATIONS, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, T, Tape
+from ..tape import ACTIVATIONS, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, T, Tape
 from . import autocast, hf_gemma2, hf_moe
 from . import hf_transformers as hf
 from .hf_arch import FULL, LLAMA, Arch
 from .hf_transformers import FP32, INT64, Shapes
+from .torch_cuda import DEFAULT_SM, cublas_workspace_bytes
 from ..model import NORMS_PER_LAYER
 from ..methods.lora import ADAPTER_BYTES, LoraWeight
 
@@ -53,6 +54,7 @@ class StepConfig:
     lora_targets: tuple[str, ...] = ()
     new_tokens: int = 0
     weights_dtype_bytes: int = 0  # parameters' dtype when it differs from compute (autocast); 0: the same
+    sm: int = DEFAULT_SM  # the GPU's compute capability (torch_cuda: attention kernel, cuBLAS workspace)
 
     @property
     def param_bytes(self) -> int:
@@ -114,8 +116,11 @@ def build_program(cfg: StepConfig) -> Program:
 
 # ---------------------------------------------------------------------------------------------
 def _weights(prog: Program, cfg: StepConfig) -> Params:
+    """What is resident before a step: the parameters, and cuBLAS's workspaces (one per thread that
+    runs matrix products: the caller's, and in training autograd's device thread)."""
     all_params, trainable = param_shapes(cfg)
     prog.static("weights", all_params.total(), WEIGHTS)
+    prog.static("cuBLAS workspaces", (2 if cfg.task == "train" else 1) * cublas_workspace_bytes(cfg.sm), WORKSPACE)
     return trainable
 
 
@@ -163,7 +168,7 @@ def _layer_forward(cfg: StepConfig, tp: Tape, sh: Shapes, x: T, cos: T, sin: T, 
 def _train(cfg: StepConfig) -> Program:
     m = cfg.model
     use_cache = cfg.checkpoint_every == 0  # transformers turns the cache off under checkpointing
-    sh = Shapes(m, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes)
+    sh = Shapes(m, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes, sm=cfg.sm)
     prog = Program()
     trainable = _weights(prog, cfg)
     cost = optimizer_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
@@ -408,7 +413,7 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
     for t in (x0, pos, cos, sin, *masks.values(), sliding):
         if t is not None:
             tp2.events.append((t.nbytes, ACTIVATIONS, -1))
-    rows = Shapes(m, sh.batch, logits_rows, sh.dtype_bytes, sh.attention)
+    rows = Shapes(m, sh.batch, logits_rows, sh.dtype_bytes, sh.attention, sm=sh.sm)
     sliced = tp2.new("hidden[:, -k:]", rows.act(m.hidden_size)) if logits_rows != sh.seq else None
     # Under autocast lm_head casts the sliced hidden states (that copy is `sliced`) and, uncached
     # (requires_grad is off for inference), its weight.
@@ -426,7 +431,7 @@ def _inference_layer(cfg: StepConfig, sh: Shapes, kind: str, first: bool, cos: T
     tp = Tape(grad_enabled=False)
     x = tp.incoming("hidden", sh.hidden_state_bytes)
     held = hf_gemma2.cached_tokens(m, kind, sh.past, from_prefill=sh.past == cfg.seq)
-    past = Shapes(m, sh.batch, held, sh.dtype_bytes, sh.attention)
+    past = Shapes(m, sh.batch, held, sh.dtype_bytes, sh.attention, sm=sh.sm)
     cache = [tp.incoming("cache.k", past.kv_bytes, KV_CACHE), tp.incoming("cache.v", past.kv_bytes, KV_CACHE)] if sh.past else []
     _layer_forward(cfg, tp, hf_gemma2.layer_shapes(sh, kind), x, tp.external("cos", cos.nbytes), tp.external("sin", sin.nbytes),
                    cache, tp.external("mask", mask.nbytes) if mask is not None else None)
@@ -438,7 +443,7 @@ def _inference_layer(cfg: StepConfig, sh: Shapes, kind: str, first: bool, cos: T
 def _prefill(cfg: StepConfig) -> Program:
     prog = Program()
     _weights(prog, cfg)
-    sh = Shapes(cfg.model, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes)
+    sh = Shapes(cfg.model, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes, sm=cfg.sm)
     _inference_forward(prog, cfg, sh, "prefill", logits_rows=1)
     return prog
 
@@ -451,7 +456,7 @@ def _cache_static(prog: Program, cfg: StepConfig, tokens: int) -> None:
     total = 0
     for kind in set(types):
         held = hf_gemma2.cached_tokens(m, kind, tokens, from_prefill=tokens == cfg.seq)
-        sh = Shapes(m, cfg.batch, held, cfg.dtype_bytes, cfg.attention)
+        sh = Shapes(m, cfg.batch, held, cfg.dtype_bytes, cfg.attention, sm=cfg.sm)
         total += 2 * types.count(kind) * cuda_rounded(sh.kv_bytes)
     prog.static("kv cache", total + _cache_scalar_bytes(m), KV_CACHE)
 
@@ -461,7 +466,7 @@ def _decode(cfg: StepConfig, past: int, prog: Program | None = None) -> Program:
     if not prog.segments:
         _weights(prog, cfg)
         _cache_static(prog, cfg, past)
-    sh = Shapes(cfg.model, cfg.batch, 1, cfg.dtype_bytes, cfg.attention, past=past)
+    sh = Shapes(cfg.model, cfg.batch, 1, cfg.dtype_bytes, cfg.attention, past=past, sm=cfg.sm)
     _inference_forward(prog, cfg, sh, "decode", logits_rows=1)
     return prog
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .. import ops
 from ..model import ModelSpec
 from ..tape import ACTIVATIONS, KV_CACHE, WEIGHTS, T, Tape
+from .torch_cuda import DEFAULT_SM, padded_head_dim, sdpa_backend
 
 FP32 = 4
 INT64 = 8
@@ -32,6 +33,7 @@ class Shapes:
     past: int = 0
     window: int = 0  # a sliding-window layer's window (Gemma-2), 0 for full attention
     weights_dtype_bytes: int = 0  # the parameters' dtype under autocast (fp32); 0: dtype_bytes
+    sm: int = DEFAULT_SM  # the GPU's compute capability: which SDPA kernel runs (torch_cuda)
 
     @property
     def param_bytes(self) -> int:
@@ -70,18 +72,12 @@ class Shapes:
         m = self.model
         return self.batch * m.num_kv_heads * self.kv_len * m.head_dim * self.dtype_bytes
 
-    @property
-    def sdpa_kernel(self) -> str:
-        """The kernel CUDA's SDPA picks (torch sdp_utils.cpp), given transformers' arguments: GQA
-        goes to the kernel with enable_gqa, which flash supports and memory-efficient does not."""
+    def sdpa_kernel(self, masked: bool = False) -> str:
+        """The kernel CUDA's SDPA picks (torch_cuda.sdpa_backend) given transformers' arguments:
+        without a mask, grouped KV heads go in as they are (enable_gqa); with one, repeated."""
         m = self.model
-        gqa = m.num_heads != m.num_kv_heads
-        aligned = m.head_dim % 8 == 0 and m.head_dim <= 256
-        if self.dtype_bytes == 2 and aligned:
-            return "flash"
-        if aligned and not gqa:
-            return "efficient"
-        return "math"
+        gqa = not masked and m.num_heads != m.num_kv_heads
+        return sdpa_backend(self.sm, self.dtype_bytes == 2, m.head_dim, masked, gqa)
 
 
 @dataclass
@@ -215,18 +211,25 @@ def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
 
 
 def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, bias: T | None = None) -> T:
-    """sdpa_attention_forward: one fused kernel; transpose(1, 2).contiguous() of its output is free.
-    An additive `bias` (see masked_sdpa_attention) rules flash out and is saved for backward."""
+    """sdpa_attention_forward: one fused kernel (flash, or cuDNN's, which allocates alike);
+    transpose(1, 2).contiguous() of its output is free. An additive `bias` (masked_sdpa_attention)
+    is saved for backward."""
     m = sh.model
-    b, hq, s, hd = sh.batch, m.num_heads, sh.seq, m.head_dim
-    kernel = sh.sdpa_kernel if bias is None else "efficient" if m.head_dim % 8 == 0 and m.head_dim <= 256 else "math"
-    out_bytes = sh.act(m.q_dim)
+    kernel = sh.sdpa_kernel(masked=bias is not None)
     if kernel == "math":
         return math_attention(tp, sh, q, k, v)
-    if kernel == "flash":
+    b, hq, s = sh.batch, m.num_heads, sh.seq
+    hd = padded_head_dim(m.head_dim) if kernel == "flash" else m.head_dim
+    pads = []
+    if hd != m.head_dim:  # attention.cpp pad_last_dim: copies at the padded width (backward: a slice)
+        pads = [tp.op("sdpa.pad_head_dim", [x], x.nbytes // m.head_dim * hd, (), (("pass", 0),)) for x in (q, k, v)]
+        q, k, v = pads
+    out_bytes = sh.act(m.q_dim) // m.head_dim * hd
+    if kernel in ("flash", "cudnn"):
         lse_bytes = b * hq * s * FP32
         # flash_api.cpp mha_bwd: softmax_d [b, h, s128] and dq_accum [b, s128, h, hd32] in fp32;
-        # with GQA, dk/dv are first computed per query head ([b, s_k, h, hd]) then summed.
+        # with GQA, dk/dv are first computed per query head ([b, s_k, h, hd]) then summed. cuDNN's
+        # backward (dq accumulator, per-head dk/dv reduced by fmha_reduce_head) is taken as alike.
         s128 = -(-s // 128) * 128
         hd32 = -(-hd // 32) * 32 if hd <= 192 else 256
         workspace = [b * hq * s128 * FP32, b * s128 * hq * hd32 * FP32]
@@ -239,7 +242,12 @@ def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, bias: T | None = None
     recipe = (("grad", 0), ("grad", 1), ("grad", 2)) + tuple(ops.ws(n) for n in workspace)
     saved = [q, k, v] + ([bias] if bias is not None else []) + [out, lse, seed, offset]
     tp.record(f"sdpa.{kernel}", [q, k, v], out, saved, recipe)
-    tp.drop(lse, seed, offset)
+    tp.drop(lse, seed, offset, *pads)
+    if hd != m.head_dim:  # the output sliced back to the head dim, then made contiguous by transformers
+        sliced = tp.view("sdpa.unpad", out, sh.act(m.q_dim), recipe=(("grad", 0, out_bytes),))
+        tp.drop(out)
+        out = ops.copy(tp, "sdpa.out_contiguous", sliced)
+        tp.drop(sliced)
     return out
 
 
@@ -251,8 +259,9 @@ def masked_sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T) -> T:
     """sdpa_attention_forward with a boolean mask: use_gqa_in_sdpa is False, so K and V are repeated
     per query head; torch's scaled_dot_product_attention makes the mask additive in the model dtype
     (attention.cpp convert_boolean_attn_mask: zeros_like(mask) [b, 1, q, kv], masked_fill_ where
-    logical_not(mask)); preprocess_mask expands it to [b, h, q, kv] and, when kv is not a multiple of
-    16, pads it (a [b, h, q, kv16] copy) for the memory-efficient kernel, which saves it."""
+    logical_not(mask)). cuDNN takes that bias as it is; for the memory-efficient kernel
+    preprocess_mask expands it to [b, h, q, kv] and, when kv is not a multiple of 16, pads it (a
+    [b, h, q, kv16] copy). The kernel saves what it was given."""
     m = sh.model
     rep = m.num_heads // m.num_kv_heads
     kr = repeat_kv(tp, sh, k, rep)
@@ -260,12 +269,12 @@ def masked_sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T) -> T:
     n = sh.batch * sh.seq * sh.kv_len
     bias = tp.new("sdpa.mask_additive", n * sh.dtype_bytes)
     tp.drop(tp.new("sdpa.mask_not", n))
-    if sh.kv_len % MEM_EFF_ALIGNMENT:
+    if sh.sdpa_kernel(masked=True) == "efficient" and sh.kv_len % MEM_EFF_ALIGNMENT:
         kv16 = -(-sh.kv_len // MEM_EFF_ALIGNMENT) * MEM_EFF_ALIGNMENT
         padded = tp.new("sdpa.mask_padded", sh.batch * m.num_heads * sh.seq * kv16 * sh.dtype_bytes)
         tp.drop(bias)
         bias = padded
-    # (head dims the efficient kernel refuses fall back to math, modeled as the causal math path)
+    # (the math fallback is modeled as the causal math path)
     out = sdpa_attention(tp, sh, q, kr, vr, bias)
     tp.drop(kr, vr, bias)
     return out
