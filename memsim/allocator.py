@@ -1,16 +1,38 @@
-"""From live tensor bytes to what the CUDA caching allocator reserves and the device shows.
+"""From a Program's allocations to what PyTorch's CUDA caching allocator reserves, and whether the
+step runs under a memory limit.
 
-Allocated bytes are exact by construction (the simulator rounds each request to 512 bytes, as
-c10/cuda/CUDACachingAllocator.cpp does). Reserved bytes depend on the order of frees and reuses;
-here they are estimated from the allocator's segment rules: requests over 1 MiB come from
-segments rounded to 2 MiB (kRoundLarge), smaller ones from 2 MiB small-pool segments (kSmallBuffer).
-Device bytes add the CUDA context that the driver, cuBLAS and the kernels' modules take.
+A replay of c10/cuda/CUDACachingAllocator.cpp (torch 2.11, default settings: no max_split_size,
+no expandable segments, no garbage-collection threshold):
+- every request is rounded up to 512 B (kMinBlockSize);
+- requests up to 1 MiB (kSmallSize) come from the small pool, whose segments are 2 MiB
+  (kSmallBuffer); larger ones from the large pool, whose segments are 20 MiB (kLargeBuffer) for
+  requests under 10 MiB (kMinLargeAlloc), else the request rounded up to 2 MiB (kRoundLarge);
+- a request takes the smallest cached free block that holds it (get_free_block's lower_bound on
+  size, then address), split when the rest is at least 512 B (small) or over 1 MiB (large);
+- a freed block merges with free neighbours of its segment and stays cached;
+- when a new segment would pass the limit (set_per_process_memory_fraction, or the device), every
+  segment with nothing allocated in it is released (release_cached_blocks) and the request retried;
+  failing again is an out-of-memory error.
+
+A Program's events name sizes, not tensors: a free goes to the most recent live block of its
+category and size; a free that stands for several tensors (one event summing them) releases the
+category's most recent blocks until that many bytes are freed.
 """
 
 from __future__ import annotations
 
+import bisect
+from dataclasses import dataclass
+
+from .program import Program
+
 MIB = 2**20
-SEGMENT_ROUND_BYTES = 2 * MIB  # CUDACachingAllocator.cpp: kRoundLarge / kSmallBuffer
+MIN_BLOCK = 512  # kMinBlockSize
+SMALL_SIZE = MIB  # kSmallSize: the small pool's largest request
+SMALL_BUFFER = 2 * MIB  # kSmallBuffer: a small-pool segment
+LARGE_BUFFER = 20 * MIB  # kLargeBuffer: a large-pool segment for requests under kMinLargeAlloc
+MIN_LARGE_ALLOC = 10 * MIB  # kMinLargeAlloc
+ROUND_LARGE = 2 * MIB  # kRoundLarge
 
 # CUDA context + loaded kernel modules + cuBLAS/cuBLASLt handles of a PyTorch process: device
 # used memory (cudaMemGetInfo) minus the allocator's reserved bytes after a step. Median of 16
@@ -19,12 +41,177 @@ SEGMENT_ROUND_BYTES = 2 * MIB  # CUDACachingAllocator.cpp: kRoundLarge / kSmallB
 CUDA_CONTEXT_BYTES = 795_672_576
 
 
-def reserved_estimate(allocated_bytes: int, small_segments: int = 1) -> int:
-    """Lower-bound estimate: the peak rounded to whole large segments, plus the small pool."""
-    if allocated_bytes <= 0:
-        return 0
-    large = -(-allocated_bytes // SEGMENT_ROUND_BYTES) * SEGMENT_ROUND_BYTES
-    return large + small_segments * SEGMENT_ROUND_BYTES
+def rounded(nbytes: int) -> int:
+    return max(MIN_BLOCK, -(-nbytes // MIN_BLOCK) * MIN_BLOCK)
+
+
+def segment_size(size: int) -> int:
+    """get_allocation_size: the cudaMalloc behind a request that no cached block holds."""
+    if size <= SMALL_SIZE:
+        return SMALL_BUFFER
+    if size < MIN_LARGE_ALLOC:
+        return LARGE_BUFFER
+    return -(-size // ROUND_LARGE) * ROUND_LARGE
+
+
+class OutOfMemory(Exception):
+    def __init__(self, requested: int):
+        super().__init__(f"out of memory: tried to allocate {requested} bytes")
+        self.requested = requested
+
+
+@dataclass(eq=False)
+class Block:
+    addr: int
+    size: int
+    small: bool
+    segment: int  # the segment's address
+    free: bool = True
+    prev: Block | None = None
+    next: Block | None = None
+
+
+class CachingAllocator:
+    """The block pools, the cached segments and the counters torch.cuda reports."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = limit
+        self.pools: dict[bool, list[tuple[int, int]]] = {True: [], False: []}  # sorted (size, addr)
+        self.free_blocks: dict[int, Block] = {}  # addr -> free block
+        self.segments: dict[int, tuple[int, Block]] = {}  # addr -> (size, first block)
+        self.next_addr = 0
+        self.reserved = self.allocated = 0
+        self.peak_reserved = self.peak_allocated = 0
+
+    def malloc(self, nbytes: int) -> Block:
+        size = rounded(nbytes)
+        small = size <= SMALL_SIZE
+        pool = self.pools[small]
+        i = bisect.bisect_left(pool, (size, -1))
+        if i < len(pool):
+            block = self._take(pool, i)
+        else:
+            block = self._new_segment(size, small)
+        rest = block.size - size
+        if rest >= MIN_BLOCK if small else rest > SMALL_SIZE:  # should_split
+            tail = Block(block.addr + size, rest, small, block.segment, prev=block, next=block.next)
+            if block.next:
+                block.next.prev = tail
+            block.next, block.size = tail, size
+            self._cache(tail)
+        block.free = False
+        self.allocated += block.size
+        self.peak_allocated = max(self.peak_allocated, self.allocated)
+        return block
+
+    def free(self, block: Block) -> None:
+        self.allocated -= block.size
+        block.free = True
+        for other in (block.prev, block.next):  # try_merge_blocks
+            if other is not None and other.free:
+                self._uncache(other)
+                if other is block.prev:
+                    other.size += block.size
+                    other.next = block.next
+                    if block.next:
+                        block.next.prev = other
+                    block = other
+                else:
+                    block.size += other.size
+                    block.next = other.next
+                    if other.next:
+                        other.next.prev = block
+        self._cache(block)
+
+    def release_cached(self) -> None:
+        """release_cached_blocks (torch.cuda.empty_cache): every segment with nothing allocated."""
+        for addr, (size, first) in list(self.segments.items()):
+            if first.free and first.next is None:
+                self._uncache(first)
+                del self.segments[addr]
+                self.reserved -= size
+
+    def _new_segment(self, size: int, small: bool) -> Block:
+        seg = segment_size(size)
+        if self.limit is not None and self.reserved + seg > self.limit:
+            self.release_cached()
+            if self.reserved + seg > self.limit:
+                raise OutOfMemory(size)
+        block = Block(self.next_addr, seg, small, self.next_addr)
+        self.segments[block.addr] = (seg, block)
+        self.next_addr += seg
+        self.reserved += seg
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+        return block
+
+    def _take(self, pool: list, i: int) -> Block:
+        _, addr = pool.pop(i)
+        return self.free_blocks.pop(addr)
+
+    def _cache(self, block: Block) -> None:
+        bisect.insort(self.pools[block.small], (block.size, block.addr))
+        self.free_blocks[block.addr] = block
+
+    def _uncache(self, block: Block) -> None:
+        pool = self.pools[block.small]
+        del pool[bisect.bisect_left(pool, (block.size, block.addr))]
+        del self.free_blocks[block.addr]
+
+
+@dataclass
+class Replay:
+    fits: bool
+    peak_reserved: int
+    peak_allocated: int
+    requested: int = 0  # the request that failed, when it did not fit
+
+
+def replay(program: Program, limit: int | None = None, steps: int = 2) -> Replay:
+    """Run the program's allocations through the allocator: its resident segments once, then
+    `steps` steps (the first allocates the lazily created segments, such as optimizer state, where
+    the step first needs them), as a warm-up and a measured step do."""
+    alloc = CachingAllocator(limit)
+    live: dict[tuple[str, int], list[Block]] = {}  # (category, bytes) -> blocks, most recent last
+
+    def run(events, repeat: int) -> None:
+        malloc, free = alloc.malloc, alloc.free
+        for _ in range(repeat):
+            for nbytes, cat, sign in events:
+                if nbytes <= 0:
+                    continue
+                key = (cat, nbytes)
+                if sign > 0:
+                    stack = live.get(key)
+                    if stack is None:
+                        stack = live[key] = []
+                    stack.append(malloc(nbytes))
+                elif live.get(key):
+                    free(live[key].pop())
+                else:
+                    _release_several(nbytes, cat)
+
+    def _release_several(nbytes: int, cat: str) -> None:
+        """One event freeing several tensors of a category: its most recent blocks, that many bytes."""
+        blocks = sorted(((b.addr, size, b) for (c, size), stack in live.items() if c == cat for b in stack), reverse=True)
+        for _, size, b in blocks:
+            if nbytes <= 0:
+                break
+            live[(cat, size)].remove(b)
+            alloc.free(b)
+            nbytes -= size
+
+    try:
+        for seg in program.segments:
+            if seg.resident and not seg.lazy:
+                run(seg.events, seg.repeat)
+        for step in range(steps):
+            for seg in program.segments:
+                if seg.resident and not (seg.lazy and step == 0):
+                    continue
+                run(seg.events, seg.repeat)
+    except OutOfMemory as e:
+        return Replay(False, alloc.peak_reserved, alloc.peak_allocated, e.requested)
+    return Replay(True, alloc.peak_reserved, alloc.peak_allocated)
 
 
 def device_estimate(reserved_bytes: int, context_bytes: int = CUDA_CONTEXT_BYTES) -> int:

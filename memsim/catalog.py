@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import InputError, suggest
-from .hardware import HardwareSpec
+from .hardware import Figure, HardwareSpec
 from .model import ModelSpec
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(GiB|GB|MiB|MB)\s*$", re.IGNORECASE)
@@ -40,6 +40,16 @@ def hardware_names() -> list[str]:
 def _names(package: str, pattern: str) -> tuple[str, ...]:
     """The installed catalog does not change while memsim runs: glob it once."""
     return tuple(sorted(p.stem for p in _folder(package).glob(pattern)))
+
+
+@lru_cache(maxsize=64)
+def _limited(ref: str) -> HardwareSpec:
+    base_ref, _, cap_ref = ref.partition("@")
+    base, cap = load_hardware(base_ref), load_hardware(cap_ref).usable_bytes
+    if cap > base.usable_bytes:
+        raise InputError(f"hardware: '{ref}' asks for more than {base.name} has ({base.usable_bytes} bytes)")
+    visible = Figure(value=cap, source=f"{base.name} limited to {cap_ref.strip()}'s capacity (emulated)")
+    return base.model_copy(update={"name": ref.strip(), "cuda_visible_bytes": visible})
 
 
 @lru_cache(maxsize=256)
@@ -84,11 +94,15 @@ def _hardware_by_name(name: str) -> HardwareSpec:
 
 
 def load_hardware(ref) -> HardwareSpec:
-    """A catalog name, a path to a profile YAML, or a capacity such as '24GiB'."""
+    """A catalog name, a path to a profile YAML, or a capacity such as '24GiB'; `DEVICE@CAPACITY`
+    is a device limited to a capacity (a size, or another device's), as `memsim validate`
+    emulates a smaller card on a larger one: 'h100-sxm-80gb@rtx-4090'."""
     if isinstance(ref, HardwareSpec):
         return ref
     if not isinstance(ref, str) or not ref.strip():
         raise InputError("hardware: give a catalog name (memsim list hardware), a profile path, or a capacity like 24GiB")
+    if "@" in ref:
+        return _limited(ref)
     key = ref.strip().lower()
     if key in hardware_names():
         return _hardware_by_name(key)

@@ -64,35 +64,40 @@ class Params:
 class OptimizerCost:
     state_bytes: int  # resident between steps
     step_temp_bytes: int  # extra, during step()
+    temp_per_param: bool = False  # the temporaries are one tensor per parameter (a foreach list)
+
+
+def state_tensors(name: str, impl: str, p: Param) -> tuple[int, ...]:
+    """The bytes of each state tensor the optimizer creates for parameter `p` at its first step."""
+    if name in ("adamw", "adam"):
+        # exp_avg and exp_avg_sq; `step` lives on the GPU only for fused (or capturable).
+        return (p.nbytes, p.nbytes) + ((STEP_SCALAR_BYTES,) if impl == "fused" else ())
+    if name == "sgd-momentum":
+        return (p.nbytes,)  # momentum_buffer
+    if name == "adafactor":
+        return _factors(p) if p.is_matrix else (p.nbytes,)  # `step` stays on the host
+    return ()
 
 
 def optimizer_cost(name: str, impl: str, params: Params) -> OptimizerCost:
     """`params`: the trainable parameters; states are zeros_like(param) except Adafactor's factored ones."""
-    total = params.total()
-    count = params.count
+    if name not in OPTIMIZERS:
+        raise InputError(f"optimizer.name: '{name}' is not one of {', '.join(OPTIMIZERS)}")
     if impl not in IMPLS:
         raise InputError(f"optimizer.impl: '{impl}' is not one of {', '.join(IMPLS)}")
+    if name == "adafactor" and impl not in ADAFACTOR_IMPLS:
+        raise InputError(f"optimizer.impl: adafactor has no '{impl}' implementation; use {' or '.join(ADAFACTOR_IMPLS)}")
+    state = params.total(lambda p: sum(cuda_rounded(n) for n in state_tensors(name, impl, p)))
     if name in ("adamw", "adam"):
-        # exp_avg and exp_avg_sq. `step` lives on the GPU only for fused (or capturable).
-        state = 2 * total + (count * cuda_rounded(STEP_SCALAR_BYTES) if impl == "fused" else 0)
-        if impl == "foreach":
-            temp = total  # _multi_tensor_adamw: exp_avg_sq_sqrt = torch._foreach_sqrt(exp_avg_sqs)
-        elif impl == "for-loop":
-            temp = _adam_loop_temp(params)
-        else:
-            temp = 0  # _fused_adamw_ updates in place
-        return OptimizerCost(state, temp)
-    if name == "sgd":
-        return OptimizerCost(0, 0)
-    if name == "sgd-momentum":
-        return OptimizerCost(total, 0)  # momentum_buffer; updates in place
+        if impl == "foreach":  # _multi_tensor_adamw: exp_avg_sq_sqrt = torch._foreach_sqrt(exp_avg_sqs)
+            return OptimizerCost(state, params.total(), temp_per_param=True)
+        if impl == "for-loop":
+            return OptimizerCost(state, _adam_loop_temp(params))
+        return OptimizerCost(state, 0)  # _fused_adamw_ updates in place
     if name == "adafactor":
-        if impl not in ADAFACTOR_IMPLS:
-            raise InputError(f"optimizer.impl: adafactor has no '{impl}' implementation; use {' or '.join(ADAFACTOR_IMPLS)}")
-        state = params.total(_adafactor_state_bytes)  # `step` stays on the host
         temp = _adafactor_foreach_temp(params) if impl == "foreach" else _adafactor_loop_temp(params)
         return OptimizerCost(state, temp)
-    raise InputError(f"optimizer.name: '{name}' is not one of {', '.join(OPTIMIZERS)}")
+    return OptimizerCost(state, 0)  # SGD updates in place
 
 
 def _adam_loop_temp(params: Params) -> int:
@@ -107,11 +112,6 @@ def _adam_loop_temp(params: Params) -> int:
 def _factors(p: Param) -> tuple[int, int]:
     """Bytes of row_var ([..., rows, 1]) and col_var ([..., 1, cols]), each one allocation."""
     return cuda_rounded(p.rows * p.dtype_bytes), cuda_rounded(p.cols * p.dtype_bytes)
-
-
-def _adafactor_state_bytes(p: Param) -> int:
-    """_init_group: row_var and col_var for a matrix, a full `variance` for a vector."""
-    return sum(_factors(p)) if p.is_matrix else cuda_rounded(p.nbytes)
 
 
 def _adafactor_loop_temp(params: Params) -> int:

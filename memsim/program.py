@@ -16,6 +16,8 @@ class Segment:
     name: str  # phase label: forward, backward, optimizer, decode...
     events: list[Event]
     repeat: int = 1
+    resident: bool = False  # allocated before the step and held through it (weights)
+    lazy: bool = False  # resident, but first allocated here by the first step (optimizer state)
 
 
 @dataclass
@@ -28,6 +30,17 @@ class Program:
             self.segments.append(Segment(name, list(events), repeat))
 
     def static(self, name: str, nbytes: int, category: str) -> None:
-        """Memory allocated before the step and held through it (weights, optimizer state)."""
+        """One block allocated before the step and held through it (a library's workspace)."""
         if nbytes:
-            self.segments.append(Segment(name, [(int(nbytes), category, 1)]))
+            self.segments.append(Segment(name, [(int(nbytes), category, 1)], resident=True))
+
+    def resident(self, name: str, sizes: list[int], category: str, repeat: int = 1, lazy: bool = False) -> None:
+        """Tensors held through the step, one allocation each (`repeat` times: one per layer).
+        `lazy`: the first step creates them where this segment stands (optimizer state at the
+        first step()); from then on they are resident like the rest."""
+        if repeat > 0 and sizes:
+            self.segments.append(Segment(name, [(int(n), category, 1) for n in sizes if n], repeat, True, lazy))
+
+    def in_step_order(self) -> list[Segment]:
+        """A steady-state step: the resident segments first, then the step's own."""
+        return [s for s in self.segments if s.resident] + [s for s in self.segments if not s.resident]

@@ -31,7 +31,7 @@ def simulate(program: Program, exclude: tuple[str, ...] = (), rounding=cuda_roun
     total = 0
     rounded: dict[int, int] = {}  # a program repeats few distinct sizes: round each once
     best = (-1, dict(live), "")
-    for seg in program.segments:
+    for seg in program.in_step_order():
         # One pass over the segment: its net change and the instant of its internal maximum.
         run = dict.fromkeys(CATEGORIES, 0)
         run_total = 0

@@ -13,7 +13,8 @@ A suite (YAML) is a list of workloads with ids, sharing defaults:
       - {id: tiny-4090-edge, model: tinyllama-1.1b, seq: 2048, emulate: rtx-4090, boundary: batch}
 
 `emulate` runs the case on a capacity-limited allocator (a catalog GPU's or a size like 24GiB) and
-predicts against that capacity; `boundary: batch` expands the case into the largest batch that
+predicts for the suite's device limited to that capacity (hardware 'h100-sxm-80gb@rtx-4090': the
+kernels the run really uses, the capacity it emulates); `boundary: batch` expands the case into the largest batch that
 memsim says fits there and one more. Results append to a JSONL file as they land: a killed run
 loses nothing it finished, and the next run resumes where it stopped. No torch in this module: the
 measuring happens in `python -m memsim.executors.worker`.
@@ -82,7 +83,7 @@ def load_suite(path: str | Path) -> tuple[Suite, list[Case]]:
         except ValidationError as e:
             raise InputError(f"suite '{path}': cases[{i}].{first_error(e)}") from None
         fields = {**suite.defaults, **(spec.model_extra or {})}
-        hardware = spec.emulate or suite.hardware
+        hardware = f"{suite.hardware}@{spec.emulate}" if spec.emulate else suite.hardware
         try:
             w = Workload.parse({**fields, "hardware": hardware})
             step_config(w)  # the model resolves and is modeled: fail here, not in a worker

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .. import ops
 from ..model import ModelSpec
-from ..optimizers import Param, Params, optimizer_cost
+from ..optimizers import Param, Params, optimizer_cost, state_tensors
 from ..program import Program
 from ..simulator import cuda_rounded
 from ..tape import ACTIVATIONS, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, T, Tape
@@ -119,9 +119,20 @@ def _weights(prog: Program, cfg: StepConfig) -> Params:
     """What is resident before a step: the parameters, and cuBLAS's workspaces (one per thread that
     runs matrix products: the caller's, and in training autograd's device thread)."""
     all_params, trainable = param_shapes(cfg)
-    prog.static("weights", all_params.total(), WEIGHTS)
-    prog.static("cuBLAS workspaces", (2 if cfg.task == "train" else 1) * cublas_workspace_bytes(cfg.sm), WORKSPACE)
+    for sizes, repeat in _per_param(all_params, lambda p: (p.nbytes,)):
+        prog.resident("weights", sizes, WEIGHTS, repeat)
+    for _ in range(2 if cfg.task == "train" else 1):
+        prog.static("cuBLAS workspace", cublas_workspace_bytes(cfg.sm), WORKSPACE)
     return trainable
+
+
+def _per_param(params: Params, tensors) -> list[tuple[list[int], int]]:
+    """(sizes, repeat) for the prefix, one layer block (repeated per layer) and the suffix, where
+    `tensors(p)` gives the sizes of the tensors one parameter has."""
+    def sizes(ps):
+        return [n for p in ps for n in tensors(p)]
+
+    return [(sizes(params.prefix), 1), (sizes(params.layer), params.layers), (sizes(params.suffix), 1)]
 
 
 def _embed(tp: Tape, sh: Shapes, trainable: bool) -> tuple[T, T, T]:
@@ -172,7 +183,6 @@ def _train(cfg: StepConfig) -> Program:
     prog = Program()
     trainable = _weights(prog, cfg)
     cost = optimizer_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
-    prog.static("optimizer state", cost.state_bytes, OPTIMIZER)
 
     # Prologue: ids, embedding, the cache object, positions, rotary tables, masks.
     arch = _arch(m)
@@ -250,9 +260,17 @@ def _train(cfg: StepConfig) -> Program:
         tp0.drop(*held_args)
     prog.add("backward", tp0.events[mark0:])
 
-    # optimizer.step() then zero_grad(set_to_none=True).
-    grads = trainable.total()
-    prog.add("optimizer", [(cost.step_temp_bytes, TEMPORARIES, 1), (cost.step_temp_bytes, TEMPORARIES, -1), (grads, GRADIENTS, -1)])
+    # optimizer.step(): the first creates the state (_init_group), then the update's temporaries;
+    # zero_grad(set_to_none=True).
+    for sizes, repeat in _per_param(trainable, lambda p: state_tensors(cfg.optimizer, cfg.optimizer_impl, p)):
+        prog.resident("optimizer state", sizes, OPTIMIZER, repeat, lazy=True)
+    if cost.temp_per_param:  # a foreach list: one tensor per parameter, all freed after the update
+        for sign in (1, -1):
+            for sizes, repeat in _per_param(trainable, lambda p: (p.nbytes,)):
+                prog.add("optimizer", [(n, TEMPORARIES, sign) for n in sizes], repeat)
+    else:
+        prog.add("optimizer", [(cost.step_temp_bytes, TEMPORARIES, 1), (cost.step_temp_bytes, TEMPORARIES, -1)])
+    prog.add("optimizer", [(trainable.total(), GRADIENTS, -1)])
     return prog
 
 
@@ -453,12 +471,11 @@ def _cache_static(prog: Program, cfg: StepConfig, tokens: int) -> None:
     their window: hf_gemma2.cached_tokens), and the cache's own small tensors."""
     m = cfg.model
     types = m.layer_types or (FULL,) * m.num_layers
-    total = 0
     for kind in set(types):
         held = hf_gemma2.cached_tokens(m, kind, tokens, from_prefill=tokens == cfg.seq)
         sh = Shapes(m, cfg.batch, held, cfg.dtype_bytes, cfg.attention, sm=cfg.sm)
-        total += 2 * types.count(kind) * cuda_rounded(sh.kv_bytes)
-    prog.static("kv cache", total + _cache_scalar_bytes(m), KV_CACHE)
+        prog.resident("kv cache", [sh.kv_bytes, sh.kv_bytes], KV_CACHE, repeat=types.count(kind))
+    prog.static("kv cache", _cache_scalar_bytes(m), KV_CACHE)
 
 
 def _decode(cfg: StepConfig, past: int, prog: Program | None = None) -> Program:

@@ -1,0 +1,98 @@
+"""The caching-allocator replay (memsim.allocator) against the rules of CUDACachingAllocator.cpp,
+and, on a GPU, against torch's allocator itself on a random sequence of requests and frees."""
+
+import random
+
+import pytest
+
+from memsim.allocator import MIB, CachingAllocator, OutOfMemory, replay
+from memsim.program import Program
+
+
+def test_small_requests_share_a_2_mib_segment():
+    a = CachingAllocator()
+    a.malloc(1000)
+    a.malloc(MIB)
+    assert a.reserved == 2 * MIB and a.allocated == 1024 + MIB
+
+
+def test_medium_requests_share_a_20_mib_segment_and_large_ones_are_rounded_to_2_mib():
+    a = CachingAllocator()
+    a.malloc(5 * MIB)
+    a.malloc(5 * MIB)  # split from the same 20 MiB segment
+    assert a.reserved == 20 * MIB
+    a.malloc(11 * MIB + 1)
+    assert a.reserved == 20 * MIB + 12 * MIB
+
+
+def test_best_fit_split_and_merge():
+    a = CachingAllocator()
+    big = a.malloc(100 * MIB)
+    a.free(big)
+    x = a.malloc(60 * MIB)  # reuses the cached 100 MiB block, split (40 MiB left > 1 MiB)
+    assert a.reserved == 100 * MIB
+    a.malloc(50 * MIB)  # 40 MiB free is too small: a new segment
+    assert a.reserved == 150 * MIB
+    a.free(x)  # merges back with the free 40 MiB
+    a.malloc(90 * MIB)
+    assert a.reserved == 150 * MIB
+
+
+def test_a_small_remainder_is_not_split_off_a_large_block():
+    a = CachingAllocator()
+    b = a.malloc(12 * MIB)
+    a.free(b)
+    a.malloc(12 * MIB - 600 * 1024)  # the 600 KiB left is not over 1 MiB: the whole block is taken
+    assert a.allocated == 12 * MIB
+
+
+def test_under_a_limit_cached_segments_are_released_then_it_runs_out():
+    a = CachingAllocator(limit=100 * MIB)
+    a.free(a.malloc(60 * MIB))
+    a.malloc(70 * MIB)  # 60 + 70 > 100: the cached 60 MiB segment is released first
+    assert a.reserved == 70 * MIB
+    with pytest.raises(OutOfMemory):
+        a.malloc(40 * MIB)
+
+
+def test_replay_frees_by_size_and_category_and_reports_the_failing_request():
+    p = Program()
+    p.add("forward", [(30 * MIB, "activations", 1), (30 * MIB, "activations", 1), (30 * MIB, "activations", -1),
+                      (50 * MIB, "temporaries", 1), (50 * MIB, "temporaries", -1), (30 * MIB, "activations", -1)])
+    r = replay(p, steps=1)
+    assert r.fits and r.peak_reserved == 110 * MIB and r.peak_allocated == 80 * MIB
+    tight = replay(p, limit=70 * MIB, steps=1)
+    assert not tight.fits and tight.requested == 50 * MIB
+
+
+def _random_trace(seed: int, n: int = 400):
+    """Requests from 512 B to 300 MiB, each freed at a random later point."""
+    rng = random.Random(seed)
+    sizes = [rng.choice([rng.randint(1, 2**20), rng.randint(2**20, 12 * 2**20), rng.randint(12 * 2**20, 300 * 2**20)])
+             for _ in range(n)]
+    ops, live = [], []
+    for i, s in enumerate(sizes):
+        ops.append(("malloc", i, s))
+        live.append(i)
+        while live and rng.random() < 0.45:
+            ops.append(("free", live.pop(rng.randrange(len(live))), 0))
+    return ops
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reserved_matches_torch_step_by_step(seed):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_reserved()
+    model, real, blocks = CachingAllocator(), {}, {}
+    for op, i, size in _random_trace(seed):
+        if op == "malloc":
+            real[i] = torch.empty(size, dtype=torch.uint8, device="cuda")
+            blocks[i] = model.malloc(size)
+        else:
+            del real[i]
+            model.free(blocks.pop(i))
+        assert torch.cuda.memory_reserved() - base == model.reserved, (op, i, size)
