@@ -82,6 +82,7 @@ class CachingAllocator:
         self.next_addr = 0
         self.reserved = self.allocated = 0
         self.peak_reserved = self.peak_allocated = 0
+        self.pressured = False  # the limit has forced a release of cached segments
 
     def malloc(self, nbytes: int) -> Block:
         size = rounded(nbytes)
@@ -134,6 +135,7 @@ class CachingAllocator:
     def _new_segment(self, size: int, small: bool) -> Block:
         seg = segment_size(size)
         if self.limit is not None and self.reserved + seg > self.limit:
+            self.pressured = True
             self.release_cached()
             if self.reserved + seg > self.limit:
                 raise OutOfMemory(size)
@@ -169,7 +171,9 @@ class Replay:
 def replay(program: Program, limit: int | None = None, steps: int = 2) -> Replay:
     """Run the program's allocations through the allocator: its resident segments once, then
     `steps` steps (the first allocates the lazily created segments, such as optimizer state, where
-    the step first needs them), as a warm-up and a measured step do."""
+    the step first needs them). As the executor measures: the first step is a warm-up, the peaks
+    are those of the steps after it. Steps after the second run only once the limit has forced a
+    release, which rearranges the cache (fragmentation can then first bite in a later step)."""
     alloc = CachingAllocator(limit)
     live: dict[tuple[str, int], list[Block]] = {}  # (category, bytes) -> blocks, most recent last
 
@@ -204,11 +208,21 @@ def replay(program: Program, limit: int | None = None, steps: int = 2) -> Replay
         for seg in program.segments:
             if seg.resident and not seg.lazy:
                 run(seg.events, seg.repeat)
+        resident = {key: len(stack) for key, stack in live.items()}
         for step in range(steps):
             for seg in program.segments:
                 if seg.resident and not (seg.lazy and step == 0):
                     continue
                 run(seg.events, seg.repeat)
+                if seg.lazy:
+                    resident.update({(seg.events[0][1], n): len(live[(seg.events[0][1], n)]) for n, _, _ in seg.events})
+            for (cat, size), stack in live.items():  # what the step left dies with it
+                while cat not in program.carries and len(stack) > resident.get((cat, size), 0):
+                    alloc.free(stack.pop())
+            if step == 0 and steps > 1:  # a warm-up step, then reset_peak_memory_stats, as measured
+                alloc.peak_reserved, alloc.peak_allocated = alloc.reserved, alloc.allocated
+            elif not alloc.pressured:
+                break  # a steady step that never met the limit: the ones after it repeat it
     except OutOfMemory as e:
         return Replay(False, alloc.peak_reserved, alloc.peak_allocated, e.requested)
     return Replay(True, alloc.peak_reserved, alloc.peak_allocated)

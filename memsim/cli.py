@@ -53,7 +53,7 @@ def _show(report: Report, largest: dict[str, int] | None = None) -> None:
     verdict = "[bold green]fits[/]" if report.fits else "[bold red]does not fit[/]"
     out.print(f"{report.model} · {report.task} · batch {report.batch} × seq {report.seq} on {report.hardware}: {verdict}")
     tiers = Table(title="Peak memory per tier")
-    for col in ("tier", "allocated", "reserved (est.)", "device (est.)", "capacity", "headroom"):
+    for col in ("tier", "allocated", "reserved", "device (est.)", "capacity", "headroom"):
         tiers.add_column(col, justify="right" if col != "tier" else "left")
     for tier, p in report.peak.items():
         tiers.add_row(tier, _gib(p.allocated_bytes), _gib(p.reserved_bytes), _gib(p.device_bytes),

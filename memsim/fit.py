@@ -6,7 +6,9 @@ doubling until it no longer fits, then bisecting: about 2 log2(answer) predictio
 
 from __future__ import annotations
 
-from .predict import predict
+from .allocator import CUDA_CONTEXT_BYTES
+from .catalog import load_hardware
+from .predict import peak, predict
 from .workload import Workload
 
 SEARCH_LIMIT = 1 << 24
@@ -15,8 +17,12 @@ SEARCH_LIMIT = 1 << 24
 def largest_fitting(workload: Workload, field: str, limit: int = SEARCH_LIMIT) -> int:
     """The largest value of `field` (batch or seq) with which the workload fits; 0 if none."""
 
+    room = load_hardware(workload.hardware).usable_bytes - CUDA_CONTEXT_BYTES
+
     def fits(value: int) -> bool:
-        return predict(workload.model_copy(update={field: value})).fits
+        w = workload.model_copy(update={field: value})
+        # Allocated bytes under the allocator's room are necessary; only then replay the allocator.
+        return peak(w).bytes <= room and predict(w).fits
 
     if not fits(1):
         return 0

@@ -81,12 +81,13 @@ def predict(workload: Workload | dict) -> Report:
     hw = load_hardware(w.hardware)
     program = build_program(cfg)
     peak = simulate(program)
-    reserved = replay(program).peak_reserved  # the caching allocator's segments (allocator.py)
-    device = device_estimate(reserved)
     capacity = hw.usable_bytes
-    fits = device <= capacity
-    if not fits:  # under pressure the allocator releases its cached segments and retries
-        fits = replay(program, limit=capacity - CUDA_CONTEXT_BYTES, steps=VERDICT_STEPS).fits
+    # The caching allocator's segments (allocator.py), under the device's limit: near it, the
+    # allocator releases what it caches and retries, and the verdict is whether that suffices.
+    allocator = replay(program, limit=capacity - CUDA_CONTEXT_BYTES, steps=VERDICT_STEPS)
+    fits = allocator.fits
+    reserved = allocator.peak_reserved
+    device = device_estimate(reserved)
     return Report(
         fits=fits,
         peak={"gpu": TierPeak(allocated_bytes=peak.bytes, reserved_bytes=reserved, device_bytes=device)},

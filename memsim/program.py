@@ -24,6 +24,9 @@ class Segment:
 class Program:
     segments: list[Segment] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Categories whose tensors left at the end of a step live on into the next (a decode step's
+    # grown KV cache); everything else the step allocated dies with it (outputs, a prefill's cache).
+    carries: tuple[str, ...] = ()
 
     def add(self, name: str, events: list[Event], repeat: int = 1) -> None:
         if repeat > 0 and events:

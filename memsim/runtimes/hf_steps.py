@@ -485,6 +485,7 @@ def _decode(cfg: StepConfig, past: int, prog: Program | None = None) -> Program:
         _cache_static(prog, cfg, past)
     sh = Shapes(cfg.model, cfg.batch, 1, cfg.dtype_bytes, cfg.attention, past=past, sm=cfg.sm)
     _inference_forward(prog, cfg, sh, "decode", logits_rows=1)
+    prog.carries = (KV_CACHE,)
     return prog
 
 
