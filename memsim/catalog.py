@@ -1,4 +1,5 @@
-"""Built-in models (data/models/*.json) and hardware (hardware/*.yaml), found by name."""
+"""Built-in models (data/models/*.json) and hardware (hardware/*.yaml, and the parts of a machine in
+hardware/cpu, links, ssd, mcu, machines), found by name."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import InputError, suggest
-from .hardware import Figure, HardwareSpec
+from .hardware import CpuHostSpec, Figure, HardwareSpec, LinkSpec, Machine, MachineSpec, McuSpec, SsdSpec
 from .model import ModelSpec
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(GiB|GB|MiB|MB)\s*$", re.IGNORECASE)
@@ -118,3 +119,114 @@ def load_hardware(ref) -> HardwareSpec:
     raise InputError(
         f"hardware: unknown device '{ref}'{suggest(key, hardware_names())} (memsim list hardware shows all; a capacity like 24GiB works too)"
     )
+
+
+# --- Components beyond GPUs: hardware/cpu, links, ssd, mcu, machines (one YAML per part, named by file stem).
+
+_FOLDERS = {"cpu": "cpu", "link": "links", "ssd": "ssd", "mcu": "mcu", "machine": "machines"}
+_MODELS = {"cpu": CpuHostSpec, "link": LinkSpec, "ssd": SsdSpec, "mcu": McuSpec, "machine": MachineSpec}
+KINDS = ("gpu", *_FOLDERS)
+_ALIASES = {"gpus": "gpu", "hardware": "gpu", "cpus": "cpu", "host": "cpu", "hosts": "cpu", "links": "link",
+            "ssds": "ssd", "mcus": "mcu", "machines": "machine"}
+
+
+def _kind(kind: str) -> str:
+    k = str(kind).strip().lower()
+    k = _ALIASES.get(k, k)
+    if k not in KINDS:
+        raise InputError(f"hardware kind '{kind}' is not one of {', '.join(KINDS)}")
+    return k
+
+
+def component_names(kind: str) -> list[str]:
+    """The catalog names of one kind ('gpu' is the flat hardware/*.yaml of hardware_names())."""
+    k = _kind(kind)
+    return hardware_names() if k == "gpu" else list(_names("memsim.hardware_profiles", f"{_FOLDERS[k]}/*.yaml"))
+
+
+@lru_cache(maxsize=256)
+def _component_by_name(kind: str, name: str):
+    spec = _MODELS[kind].from_path(hardware_dir() / _FOLDERS[kind] / f"{name}.yaml")
+    if spec.name != name:  # the name is how machines refer to parts: it must be the one the file is found by
+        raise InputError(f"{kind} profile '{name}.yaml': name '{spec.name}' must equal the file name '{name}'")
+    return spec
+
+
+def load_component(kind: str, ref):
+    """A catalog name or a profile YAML path of one kind: cpu, link, ssd, mcu, machine (unresolved), or gpu."""
+    k = _kind(kind)
+    if k == "gpu":
+        return load_hardware(ref)
+    if isinstance(ref, _MODELS[k]):
+        return ref
+    names = component_names(k)
+    if not isinstance(ref, str) or not ref.strip():
+        raise InputError(f"{k}: give a catalog name ({', '.join(names)}) or a profile path")
+    key = ref.strip().lower()
+    if key in names:
+        return _component_by_name(k, key)
+    path = Path(ref).expanduser()
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return _MODELS[k].from_path(path)
+    raise InputError(f"{k}: unknown {k} '{ref}'{suggest(key, names)} (known: {', '.join(names)})")
+
+
+def _part(machine: str, field: str, kind: str, name: str | None):
+    if name is None:
+        return None
+    names = component_names(kind)
+    key = name.strip().lower()
+    if key not in names:
+        raise InputError(
+            f"machine '{machine}': {field} '{name}' is not a {kind} profile{suggest(key, names)} (valid: {', '.join(names)})"
+        )
+    return load_component(kind, key)
+
+
+def load_machine(ref) -> Machine:
+    """A machine (catalog name or YAML path) with its GPU, host, links and SSD loaded by name."""
+    spec = load_component("machine", ref)
+    ssd = _part(spec.name, "ssd", "ssd", spec.ssd)
+    return Machine(
+        spec=spec,
+        gpu=_part(spec.name, "gpu", "gpu", spec.gpu),
+        host=_part(spec.name, "host", "cpu", spec.host),
+        link=_part(spec.name, "link", "link", spec.link),
+        gpu_link=_part(spec.name, "gpu_link", "link", spec.gpu_link),
+        ssd=ssd,
+        ssd_link=_part(spec.name, "ssd interface", "link", ssd.interface) if ssd else None,
+    )
+
+
+def _v(fig: Figure | None):
+    """A figure's value for a table: whole numbers (bytes, cores) as int."""
+    if fig is None:
+        return None
+    return int(fig.value) if float(fig.value).is_integer() else fig.value
+
+
+_ROWS = {
+    "gpu": lambda h: {"memory_bytes": h.capacity_bytes, "bandwidth_bytes_per_s": _v(h.memory_bandwidth_bytes_per_s),
+                      "bf16_flops": _v(h.peak_flops.get("bf16")), "vendor": h.vendor, "profile": h.profile},
+    "cpu": lambda c: {"dram_bytes": _v(c.dram_capacity_bytes), "dram_bandwidth_bytes_per_s": _v(c.dram_bandwidth_bytes_per_s),
+                      "cores": _v(c.cores), "fp32_flops": _v(c.vector_flops.get("fp32"))},
+    "link": lambda l: {"bandwidth_bytes_per_s": _v(l.bandwidth_bytes_per_s), "latency_s": _v(l.latency_s)},
+    "ssd": lambda s: {"capacity_bytes": _v(s.capacity_bytes), "seq_read_bytes_per_s": _v(s.seq_read_bytes_per_s),
+                      "seq_write_bytes_per_s": _v(s.seq_write_bytes_per_s), "interface": s.interface},
+    "mcu": lambda m: {"core": m.core, "clock_hz": _v(m.clock_hz), "sram_bytes": _v(m.sram_bytes),
+                      "flash_bytes": _v(m.flash_bytes), "peak_macs_per_s": m.peak_macs_per_s},
+    "machine": lambda m: {"gpu": m.gpu.name, "gpu_count": m.gpu_count, "gpu_memory_bytes": m.gpu_count * m.gpu.capacity_bytes,
+                          "host": m.host.name, "dram_bytes": _v(m.host.dram_capacity_bytes), "link": m.link.name,
+                          "ssd": m.ssd.name if m.ssd else None},
+}
+
+
+def catalog_table(kind: str) -> list[dict]:
+    """One row per catalog entry of a kind: name, display_name and the key figures (raw numbers, for `memsim list`)."""
+    k = _kind(kind)
+    load = load_machine if k == "machine" else (lambda n: load_component(k, n))
+    rows = []
+    for name in component_names(k):
+        spec = load(name)
+        rows.append({"name": name, "display_name": spec.display_name, **_ROWS[k](spec)})
+    return rows

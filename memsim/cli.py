@@ -139,9 +139,21 @@ def predict_cmd(
     _run(go)
 
 
+PARTS = {"cpu": "cpu", "links": "link", "ssd": "ssd", "mcu": "mcu", "machines": "machine"}
+
+
+def _cell(v) -> str:
+    """A catalog figure for a table: bytes and rates in SI units, the rest as they are."""
+    if v is None:
+        return "-"
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1e6:
+        return f"{v:.3g}"
+    return str(v)
+
+
 @app.command("list")
-def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods")):
-    """List the built-in models, hardware profiles or methods."""
+def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods | cpu | links | ssd | mcu | machines")):
+    """List the built-in models, hardware profiles (GPUs, and the parts of a machine) or methods."""
 
     def go():
         if what == "models":
@@ -177,8 +189,18 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods")
                 params = ", ".join(f"{k}={v.default}" for k, v in cls.model_fields.items() if k != "name")
                 t.add_row(name, params, (cls.__doc__ or "").split("\n")[0])
             out.print(t)
+        elif what in PARTS:
+            from .catalog import catalog_table
+
+            rows = catalog_table(PARTS[what])
+            t = Table(title=f"{what} (hardware/{what})")
+            for c in rows[0]:
+                t.add_column(c, justify="left" if c in ("name", "display_name") else "right")
+            for r in rows:
+                t.add_row(*(_cell(v) for v in r.values()))
+            out.print(t)
         else:
-            raise InputError(f"list: '{what}' is not one of models, hardware, methods")
+            raise InputError(f"list: '{what}' is not one of models, hardware, methods, {', '.join(PARTS)}")
 
     _run(go)
 
@@ -255,6 +277,66 @@ def validate(
             raise typer.Exit(1)
 
     _run(go)
+
+
+@app.command()
+def calibrate(
+    name: str = typer.Option("", help="the profile's name; default: the device's, lowercased"),
+    base: str = typer.Option("", help="the datasheet profile it measures (memsim list hardware)"),
+    out_path: Optional[str] = typer.Option(None, "--out", "-o", help="the YAML to write; default hardware/measured/<name>.yaml"),
+    quick: bool = typer.Option(False, help="bf16 products only, no disk"),
+    disk_folder: Optional[str] = typer.Option(None, "--disk-folder", help="where the disk benchmark writes its file"),
+):
+    """Microbenchmark this machine's GPU (matrix products by shape and dtype, copy bandwidth,
+    host-device transfers pinned and pageable, disk) and write a measured profile."""
+    from pathlib import Path
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    def go():
+        from .executors.calibrate import calibrate as run
+
+        if base:
+            load_hardware(base)  # a one-line error before minutes of benchmarks
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
+            job = bar.add_task("calibrating")
+            profile = run(name or "", base, quick, disk_folder, progress=lambda msg: bar.update(job, description=msg))
+        if not profile.name:
+            profile.name = profile.provenance.device.lower().replace(" ", "-")
+        path = Path(out_path or f"hardware/measured/{profile.name}.yaml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(profile.to_yaml())
+        _show_calibration(profile)
+        out.print(f"profile: {path}")
+
+    _run(go)
+
+
+def _show_calibration(profile) -> None:
+    from .calibration import link_fit
+
+    best = {}
+    for p in profile.matmul:
+        best[p.dtype] = max(best.get(p.dtype, 0), p.flops_per_s)
+    t = Table(title=f"{profile.name} ({profile.provenance.device}, {profile.provenance.date})")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for dtype, f in best.items():
+        t.add_row(f"matmul {dtype}, best shape", f"{f / 1e12:,.0f} TFLOP/s")
+    if profile.device_copy:
+        t.add_row("device copy, largest", f"{profile.device_copy[-1].bytes_per_s / 1e9:,.0f} GB/s")
+    for direction in ("host_to_device", "device_to_host"):
+        for pinned in (True, False):
+            pts = [(p.bytes, p.seconds) for p in profile.transfer if p.direction == direction and p.pinned == pinned]
+            if len(pts) > 1:
+                lat, bw = link_fit(pts)
+                t.add_row(f"{direction.replace('_', ' ')}, {'pinned' if pinned else 'pageable'}",
+                          f"{bw / 1e9:,.1f} GB/s + {lat * 1e6:,.0f} µs")
+    for op in ("write", "read"):
+        pts = [p for p in profile.disk if p.op == op]
+        if pts:
+            t.add_row(f"disk {op}, largest", f"{pts[-1].bytes_per_s / 1e9:,.2f} GB/s")
+    out.print(t)
 
 
 def _run_cases(v, spec, cases, path, device, failed):

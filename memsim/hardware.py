@@ -1,8 +1,10 @@
-"""HardwareSpec: a device profile from hardware/<name>.yaml, every figure with its source."""
+"""Hardware profiles, every figure with its source: HardwareSpec (a GPU or other accelerator,
+hardware/<name>.yaml) and the rest of a machine (CPU host, link, SSD, microcontroller, machine)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -78,3 +80,109 @@ class HardwareSpec(BaseModel):
             memory_capacity_bytes=Figure(value=capacity_bytes, source="given on the command line"),
         )
 
+
+# --- The rest of a machine: CPU hosts, links, SSDs, microcontrollers, and machines that compose them.
+# Each lives in its own folder of hardware/ (cpu/, links/, ssd/, mcu/, machines/); see hardware/README.md.
+
+
+class Component(BaseModel):
+    """What every non-GPU profile shares; a subclass pins `kind`, so a file in the wrong folder fails."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    display_name: str = ""
+    vendor: str = ""
+    profile: Literal["datasheet", "measured"] = "datasheet"
+    notes: str = ""
+
+    @classmethod
+    def from_path(cls, path: Path):
+        kind = get_args(cls.model_fields["kind"].annotation)[0]
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise InputError(f"{kind}: cannot read profile '{path}': {e}") from None
+        if not isinstance(raw, dict):
+            raise InputError(f"{kind} profile '{path}': must hold a mapping")
+        try:
+            return cls(**raw)
+        except (TypeError, ValidationError) as e:
+            raise InputError(f"{kind} profile '{path}': {first_error(e)}") from None
+
+
+class CpuHostSpec(Component):
+    """The host a GPU sits in: DRAM (where offloaded state lives) and the cores that run CPU-side optimizers."""
+
+    kind: Literal["cpu"]
+    dram_capacity_bytes: Figure
+    dram_bandwidth_bytes_per_s: Figure  # peak, all sockets together
+    cores: Figure  # physical cores, all sockets
+    vector_flops: dict[str, Figure] = {}  # per dtype, all cores: cores x clock x FLOP/cycle of the vector/matrix units
+    pcie_lanes: Figure | None = None
+    pcie_generation: Figure | None = None
+
+
+class LinkSpec(Component):
+    """A wire between two memories. Bandwidth is per direction (datasheets often quote both added)."""
+
+    kind: Literal["link"]
+    bandwidth_bytes_per_s: Figure
+    latency_s: Figure | None = None
+
+
+class SsdSpec(Component):
+    kind: Literal["ssd"]
+    capacity_bytes: Figure
+    seq_read_bytes_per_s: Figure
+    seq_write_bytes_per_s: Figure
+    interface: str = Field(pattern=r"^pcie-gen[3-6]-x(1|2|4|8|16)$")  # a name in hardware/links/
+
+
+class McuSpec(Component):
+    kind: Literal["mcu"]
+    core: str
+    cores: Figure | None = None  # absent: one core
+    clock_hz: Figure
+    sram_bytes: Figure  # on-chip data RAM a model's tensors can use
+    flash_bytes: Figure | None = None  # on-chip flash (weights live here); absent where the flash is external
+    macs_per_cycle: Figure  # int8 multiply-accumulates per cycle per core, with the core's SIMD extension
+
+    @property
+    def peak_macs_per_s(self) -> float:
+        return (self.cores.value if self.cores else 1) * self.clock_hz.value * self.macs_per_cycle.value
+
+
+class MachineSpec(Component):
+    """A machine by name: which GPU (and how many), in which host, over which link, with which SSD."""
+
+    kind: Literal["machine"]
+    gpu: str
+    gpu_count: int = Field(default=1, ge=1)
+    host: str
+    link: str  # host <-> GPU
+    gpu_link: str | None = None  # GPU <-> GPU (NVLink), where there is one
+    ssd: str | None = None
+
+
+class Machine(BaseModel):
+    """A MachineSpec with its parts loaded (catalog.load_machine builds it)."""
+
+    spec: MachineSpec
+    gpu: HardwareSpec
+    host: CpuHostSpec
+    link: LinkSpec
+    gpu_link: LinkSpec | None = None
+    ssd: SsdSpec | None = None
+    ssd_link: LinkSpec | None = None  # the SSD's own interface
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def display_name(self) -> str:
+        return self.spec.display_name
+
+    @property
+    def gpu_count(self) -> int:
+        return self.spec.gpu_count
