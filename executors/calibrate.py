@@ -1,0 +1,159 @@
+"""`memsim calibrate`: microbenchmarks of the local device, written as a measured profile.
+
+What a roofline needs and a datasheet does not say: the matrix-product throughput actually reached
+per shape and dtype (small products do not reach peak), the device's copy bandwidth, host-device
+transfers (pinned and pageable, both directions, 1 MiB to 4 GiB) and disk writes and reads. Each
+figure is a median of timed repetitions after warm-up; GPU work is timed with CUDA events, host
+work with perf_counter. The profile (memsim.calibration.MeasuredProfile) carries its provenance.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from memsim.calibration import MATMUL_SHAPES, TRANSFER_SIZES, MeasuredProfile
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+COPY_SIZES = [2**20 * 4**i for i in range(7)]  # 1 MiB .. 4 GiB
+DISK_SIZES = [2**26, 2**28, 2**30]  # 64 MiB .. 1 GiB
+PAGEABLE_BUFFERS = 5
+
+
+def _cuda_median(fn, reps: int, warmup: int = 2) -> float:
+    """Median seconds of fn() over `reps` runs, each between CUDA events."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def _host_median(fn, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmuls(dtypes=("bf16", "fp16", "fp32"), progress=lambda msg: None) -> list[dict]:
+    """x [m, k] @ w [k, n] (an nn.Linear's product) for every shape of MATMUL_SHAPES."""
+    rows = []
+    for name in dtypes:
+        for m, n, k in MATMUL_SHAPES:
+            progress(f"matmul {name} {m}x{n}x{k}")
+            a = torch.randn(m, k, device="cuda", dtype=DTYPES[name])
+            b = torch.randn(k, n, device="cuda", dtype=DTYPES[name])
+            flops = 2 * m * n * k
+            reps = max(3, min(50, int(2e12 / flops)))
+            s = _cuda_median(lambda: torch.mm(a, b), reps)
+            rows.append(dict(dtype=name, m=m, n=n, k=k, seconds=s, flops_per_s=flops / s))
+            del a, b
+    return rows
+
+
+def device_copies(progress=lambda msg: None) -> list[dict]:
+    """dst.copy_(src) on the device: each byte read once and written once."""
+    rows = []
+    for n in COPY_SIZES:
+        progress(f"device copy {n} B")
+        src = torch.empty(n, dtype=torch.uint8, device="cuda")
+        dst = torch.empty_like(src)
+        s = _cuda_median(lambda: dst.copy_(src), reps=10)
+        rows.append(dict(bytes=n, seconds=s, bytes_per_s=2 * n / s))
+        del src, dst
+    return rows
+
+
+def transfers(sizes=TRANSFER_SIZES, progress=lambda msg: None) -> list[dict]:
+    """Host to device and back, from pinned and from pageable host memory, as tensor.copy_ does.
+    A pageable copy's speed depends on where the kernel put the buffer's pages (measured on a
+    KVM guest: the same size ran up to 29% apart in two processes), so each size is timed on
+    PAGEABLE_BUFFERS freshly allocated buffers and the median taken over all of them."""
+    rows = []
+    for pinned in (True, False):
+        for n in sizes:
+            progress(f"transfer {'pinned' if pinned else 'pageable'} {n} B")
+            dev = torch.empty(n, dtype=torch.uint8, device="cuda")
+            reps = 20 if n <= 2**26 else 7
+            times: dict[str, list[float]] = {"host_to_device": [], "device_to_host": []}
+            for _ in range(1 if pinned else PAGEABLE_BUFFERS):
+                host = torch.empty(n, dtype=torch.uint8, pin_memory=pinned)
+                host.fill_(1)  # touch every page, as real data would
+                times["host_to_device"].append(_cuda_median(lambda: dev.copy_(host, non_blocking=pinned), reps))
+                times["device_to_host"].append(_cuda_median(lambda: host.copy_(dev, non_blocking=pinned), reps))
+                del host
+            for direction, ts in times.items():
+                s = statistics.median(ts)
+                rows.append(dict(direction=direction, pinned=pinned, bytes=n, seconds=s, bytes_per_s=n / s))
+            del dev
+    return rows
+
+
+def disk(folder: str | None = None, progress=lambda msg: None) -> list[dict]:
+    """Sequential write (then fsync) and read of a file, with its pages dropped from the page cache
+    before reading (posix_fadvise DONTNEED), so the read comes from the disk."""
+    rows = []
+    buf = os.urandom(2**24)
+    with tempfile.TemporaryDirectory(dir=folder) as d:
+        path = Path(d) / "calibrate.bin"
+        for n in DISK_SIZES:
+            progress(f"disk {n} B")
+
+            def write():
+                with open(path, "wb", buffering=0) as f:
+                    for _ in range(n // len(buf)):
+                        f.write(buf)
+                    os.fsync(f.fileno())
+
+            def read():
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    while os.read(fd, 2**24):
+                        pass
+                finally:
+                    os.close(fd)
+
+            w = _host_median(write, reps=3)
+            r = _host_median(read, reps=3)
+            rows += [dict(op="write", bytes=n, seconds=w, bytes_per_s=n / w), dict(op="read", bytes=n, seconds=r, bytes_per_s=n / r)]
+    return rows
+
+
+def calibrate(name: str, base: str = "", quick: bool = False, disk_folder: str | None = None,
+              progress=lambda msg: None) -> MeasuredProfile:
+    """Run every microbenchmark on the local CUDA device; `quick`: bf16 products only, no disk."""
+    from .run import provenance
+
+    if not torch.cuda.is_available():
+        from memsim.errors import InputError
+
+        raise InputError("calibrate: needs a CUDA device (torch.cuda.is_available() is False here)")
+    props = torch.cuda.get_device_properties(0)
+    return MeasuredProfile(
+        name=name,
+        base=base,
+        provenance=provenance(True),
+        compute_capability=f"{props.major}.{props.minor}",
+        total_memory_bytes=props.total_memory,
+        matmul=matmuls(("bf16",) if quick else ("bf16", "fp16", "fp32"), progress),
+        device_copy=device_copies(progress),
+        transfer=transfers(progress=progress),
+        disk=[] if quick else disk(disk_folder, progress),
+    )

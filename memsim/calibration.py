@@ -1,0 +1,108 @@
+"""A device's measured profile (what `memsim calibrate` writes) and the models read from it.
+
+A datasheet gives peaks; a measured profile gives what a process reaches: matrix-product
+throughput per shape and dtype, device copy bandwidth, host-device transfer times (pinned and
+pageable, both directions) and disk bandwidth, with the provenance of the run. No torch here: the
+profile is data, measured by executors/calibrate.py.
+"""
+
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InputError, first_error
+from .measurement import Provenance
+
+# Matrix products [m, k] @ [k, n]: squares, and the products of decoder layers at token counts from
+# one (decode) to a long prefill, for hidden sizes 4096 (7-8B) and 8192 (70B).
+_TOKENS = (1, 16, 128, 1024, 4096, 16384)
+_LAYER_PRODUCTS = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (k, n)
+MATMUL_SHAPES = tuple((s, s, s) for s in (512, 1024, 2048, 4096, 8192, 16384)) + tuple(
+    (m, n, k) for m in _TOKENS for k, n in _LAYER_PRODUCTS
+)
+TRANSFER_SIZES = tuple(2**20 * 2**i for i in range(13))  # 1 MiB .. 4 GiB: the calibration points
+
+
+class MatmulPoint(BaseModel):
+    dtype: str
+    m: int
+    n: int
+    k: int
+    seconds: float = Field(gt=0)
+    flops_per_s: float = Field(gt=0)
+
+
+class CopyPoint(BaseModel):
+    bytes: int = Field(gt=0)
+    seconds: float = Field(gt=0)
+    bytes_per_s: float = Field(gt=0)
+
+
+class TransferPoint(CopyPoint):
+    direction: Literal["host_to_device", "device_to_host"]
+    pinned: bool
+
+
+class DiskPoint(CopyPoint):
+    op: Literal["read", "write"]
+
+
+class MeasuredProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    profile: Literal["measured"] = "measured"
+    base: str = ""  # the datasheet profile this one measures (hardware/<base>.yaml)
+    provenance: Provenance
+    compute_capability: str = ""
+    total_memory_bytes: int = 0
+    matmul: list[MatmulPoint] = []
+    device_copy: list[CopyPoint] = []
+    transfer: list[TransferPoint] = []
+    disk: list[DiskPoint] = []
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> MeasuredProfile:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise InputError(f"profile: cannot read '{path}': {e}") from None
+        try:
+            return cls(**raw)
+        except (TypeError, ValidationError) as e:
+            raise InputError(f"measured profile '{path}': {first_error(e)}") from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, width=120)
+
+    def transfer_seconds(self, nbytes: int, direction: str, pinned: bool) -> float:
+        """Predicted time of one host-device copy of `nbytes` (see transfer_curve)."""
+        pts = sorted((p.bytes, p.seconds) for p in self.transfer if p.direction == direction and p.pinned == pinned)
+        if len(pts) < 2:
+            raise InputError(f"profile '{self.name}': no calibrated {'pinned' if pinned else 'pageable'} {direction} transfers")
+        return transfer_curve(pts, nbytes)
+
+
+def transfer_curve(points: list[tuple[int, float]], nbytes: int) -> float:
+    """The measured time-against-size curve: linear between the two calibration points around
+    `nbytes` (a copy's time is a fixed cost plus bytes over a bandwidth that settles with size),
+    extended along the end segments outside the measured range."""
+    sizes = [n for n, _ in points]
+    i = min(max(bisect.bisect_left(sizes, nbytes), 1), len(points) - 1)
+    (n0, t0), (n1, t1) = points[i - 1], points[i]
+    return max(t0 + (nbytes - n0) * (t1 - t0) / (n1 - n0), 0.0)
+
+
+def link_fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """(latency seconds, bandwidth bytes/s) of the least-squares line t = latency + n / bandwidth,
+    weighted by 1/t so small and large copies count alike: a summary for tables."""
+    w = [1 / t**2 for _, t in points]
+    sw = sum(w)
+    mx = sum(wi * n for wi, (n, _) in zip(w, points)) / sw
+    my = sum(wi * t for wi, (_, t) in zip(w, points)) / sw
+    slope = sum(wi * (n - mx) * (t - my) for wi, (n, t) in zip(w, points)) / sum(wi * (n - mx) ** 2 for wi, (n, _) in zip(w, points))
+    return my - slope * mx, 1 / slope
