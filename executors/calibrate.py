@@ -25,18 +25,20 @@ DISK_SIZES = [2**26, 2**28, 2**30]  # 64 MiB .. 1 GiB
 PAGEABLE_BUFFERS = 5
 
 
-def _cuda_median(fn, reps: int, warmup: int = 2) -> float:
-    """Median seconds of fn() over `reps` runs, each between CUDA events."""
+def _cuda_median(fn, reps: int, warmup: int = 2, inner: int = 1) -> float:
+    """Median seconds of fn() over `reps` runs between CUDA events, each of `inner` calls back to
+    back (as a step issues its kernels: a short kernel timed alone would count its launch)."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(reps):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        for _ in range(inner):
+            fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
+        times.append(start.elapsed_time(end) / 1e3 / inner)
     return statistics.median(times)
 
 
@@ -61,7 +63,8 @@ def matmuls(dtypes=("bf16", "fp16", "fp32"), progress=lambda msg: None) -> list[
             b = torch.randn(k, n, device="cuda", dtype=DTYPES[name])
             flops = 2 * m * n * k
             reps = max(3, min(50, int(2e12 / flops)))
-            s = _cuda_median(lambda: torch.mm(a, b), reps)
+            inner = 50 if flops < 1e10 else 10 if flops < 1e11 else 1
+            s = _cuda_median(lambda: torch.mm(a, b), reps, inner=inner)
             rows.append(dict(dtype=name, m=m, n=n, k=k, seconds=s, flops_per_s=flops / s))
             del a, b
     return rows
@@ -136,6 +139,64 @@ def disk(folder: str | None = None, progress=lambda msg: None) -> list[dict]:
     return rows
 
 
+def launches(progress=lambda msg: None) -> dict:
+    """What a kernel costs beyond its work, in eager PyTorch: the GPU time of a tiny kernel (1000
+    adds replayed from a CUDA graph, so the host does not starve the GPU), the host time to issue a
+    bare op, and the host time per kernel of a small transformers decoder's forward and train step
+    (Python modules and autograd included), where a small model's step is bound by the host."""
+    progress("kernel launches")
+    x = torch.ones(256, device="cuda")
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(1000):
+            x.add_(1)
+    gpu = _cuda_median(graph.replay, reps=10) / 1000
+    host_op = _host_median(lambda: [x.add_(1) for _ in range(1000)], reps=5) / 1000
+    torch.cuda.synchronize()
+    fwd, train = _hf_host_per_kernel()
+    return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_forward_host_per_kernel_s=fwd, hf_train_host_per_kernel_s=train)
+
+
+def _hf_host_per_kernel() -> tuple[float, float]:
+    """Host seconds per CUDA kernel of a 4-layer Llama of hidden size 64 (its kernels take
+    microseconds, so the step's wall time is the host's): forward (no grad) and a train step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from .protocol import input_ids, train_step
+    from .trace import build_model, make_optimizer
+
+    config = dict(model_type="llama", hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=512, tie_word_embeddings=False)
+    with torch.device("cuda"):
+        model = build_model(config, "sdpa", "bf16")
+        opt = make_optimizer(list(model.parameters()), "adamw", "foreach")
+    ids = input_ids(2, 64, 512).cuda()
+
+    def forward():
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False)
+
+    def step():
+        train_step(model, ids, opt)
+
+    out = []
+    for fn in (forward, step):
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+        def timed():
+            fn()
+            torch.cuda.synchronize()
+
+        out.append(_host_median(timed, reps=10) / max(kernels, 1))
+    return out[0], out[1]
+
+
 def calibrate(name: str, base: str = "", quick: bool = False, disk_folder: str | None = None,
               progress=lambda msg: None) -> MeasuredProfile:
     """Run every microbenchmark on the local CUDA device; `quick`: bf16 products only, no disk."""
@@ -156,4 +217,5 @@ def calibrate(name: str, base: str = "", quick: bool = False, disk_folder: str |
         device_copy=device_copies(progress),
         transfer=transfers(progress=progress),
         disk=[] if quick else disk(disk_folder, progress),
+        launch=launches(progress),
     )

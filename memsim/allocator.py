@@ -181,7 +181,7 @@ def replay(program: Program, limit: int | None = None, steps: int = 2) -> Replay
         malloc, free = alloc.malloc, alloc.free
         for _ in range(repeat):
             for nbytes, cat, sign in events:
-                if nbytes <= 0:
+                if not sign or nbytes <= 0:  # a kernel's work (OpCost), or nothing
                     continue
                 key = (cat, nbytes)
                 if sign > 0:
@@ -215,7 +215,7 @@ def replay(program: Program, limit: int | None = None, steps: int = 2) -> Replay
                     continue
                 run(seg.events, seg.repeat)
                 if seg.lazy:
-                    resident.update({(seg.events[0][1], n): len(live[(seg.events[0][1], n)]) for n, _, _ in seg.events})
+                    resident.update({(cat, n): len(live[(cat, n)]) for n, cat, sign in seg.events if sign})
             for (cat, size), stack in live.items():  # what the step left dies with it
                 while cat not in program.carries and len(stack) > resident.get((cat, size), 0):
                     alloc.free(stack.pop())

@@ -9,6 +9,7 @@ profile is data, measured by executors/calibrate.py.
 from __future__ import annotations
 
 import bisect
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +53,15 @@ class DiskPoint(CopyPoint):
     op: Literal["read", "write"]
 
 
+class LaunchCosts(BaseModel):
+    """What a kernel costs beyond its work in eager PyTorch (executors/calibrate.py launches)."""
+
+    gpu_kernel_s: float = Field(gt=0)  # device time of a tiny kernel
+    host_op_s: float = Field(gt=0)  # host time to issue a bare op
+    hf_forward_host_per_kernel_s: float = Field(gt=0)  # a transformers forward: host seconds per kernel
+    hf_train_host_per_kernel_s: float = Field(gt=0)  # a train step (forward, backward, AdamW)
+
+
 class MeasuredProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -64,6 +74,7 @@ class MeasuredProfile(BaseModel):
     device_copy: list[CopyPoint] = []
     transfer: list[TransferPoint] = []
     disk: list[DiskPoint] = []
+    launch: LaunchCosts | None = None
 
     @classmethod
     def from_path(cls, path: str | Path) -> MeasuredProfile:
@@ -78,6 +89,25 @@ class MeasuredProfile(BaseModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, width=120)
+
+    def matmul_rate(self, m: int, n: int, k: int, dtype: str) -> float | None:
+        """FLOP/s of the calibrated product nearest to [m, k] @ [k, n] (by log distance of m, n
+        and k); None without products of that dtype."""
+        pts = [p for p in self.matmul if p.dtype == dtype]
+        if not pts:
+            return None
+        lm, ln, lk = (math.log(max(v, 1)) for v in (m, n, k))
+        best = min(pts, key=lambda p: (math.log(p.m) - lm) ** 2 + (math.log(p.n) - ln) ** 2 + (math.log(p.k) - lk) ** 2)
+        return best.flops_per_s
+
+    def peak_rate(self, dtype: str) -> float | None:
+        """The best FLOP/s any calibrated product of this dtype reached."""
+        rates = [p.flops_per_s for p in self.matmul if p.dtype == dtype]
+        return max(rates) if rates else None
+
+    def copy_bandwidth(self) -> float | None:
+        """Device memory bandwidth a large copy reaches (bytes read + written per second)."""
+        return max((p.bytes_per_s for p in self.device_copy), default=None)
 
     def transfer_seconds(self, nbytes: int, direction: str, pinned: bool) -> float:
         """Predicted time of one host-device copy of `nbytes` (see transfer_curve)."""

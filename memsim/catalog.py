@@ -230,3 +230,14 @@ def catalog_table(kind: str) -> list[dict]:
         spec = load(name)
         rows.append({"name": name, "display_name": spec.display_name, **_ROWS[k](spec)})
     return rows
+
+
+@lru_cache(maxsize=32)
+def load_measured(hardware: str):
+    """The measured profile of a catalog device (hardware/measured/<name>.yaml, what `memsim
+    calibrate` writes), or None; a limited device ('h100-sxm-80gb@rtx-4090') is its base's."""
+    from .calibration import MeasuredProfile
+
+    name = str(hardware).partition("@")[0].strip().lower()
+    path = hardware_dir() / "measured" / f"{name}.yaml"
+    return MeasuredProfile.from_path(path) if path.exists() else None

@@ -280,6 +280,41 @@ def validate(
 
 
 @app.command()
+def roofline(
+    workload: str = typer.Argument(..., help="a workload YAML/JSON (the fields of `memsim predict`)"),
+    plot_path: Optional[str] = typer.Option(None, "--plot", help="write the roofline chart (PNG) here"),
+    top: int = typer.Option(12, help="how many of the slowest kernels to list"),
+):
+    """Step time on the roofline: the slowest kernels, what bounds the step, tokens per second."""
+
+    def go():
+        from .catalog import load_measured
+        from .predict import predict_time
+        from .roofline import Rates
+        from .roofline import plot as draw
+
+        w = Workload.from_file(workload)
+        seconds, tokens, st = predict_time(w)
+        t = Table(title=f"{w.model} · {w.task} · batch {w.batch} × seq {w.seq} on {w.hardware}: the slowest kernels")
+        for c in ("kernel", "phase", "launches", "ms", "share", "bound", "TFLOP/s", "GB/s"):
+            t.add_column(c, justify="left" if c in ("kernel", "phase", "bound") else "right")
+        total = sum(k.seconds for k in st.kernels) or 1.0
+        for k in st.kernels[:top]:
+            t.add_row(k.name, k.phase, f"{k.count:,}", f"{k.seconds * 1e3:,.2f}", f"{k.seconds / total:.1%}", k.bound,
+                      f"{k.flops / k.seconds / 1e12:,.0f}" if k.flops else "-", f"{k.bytes / k.seconds / 1e9:,.0f}")
+        out.print(t)
+        out.print(f"step: {seconds * 1e3:,.1f} ms ({st.bound}-bound; GPU {st.gpu_seconds * 1e3:,.1f} ms, host "
+                  f"{st.host_seconds * 1e3:,.1f} ms) · {tokens / seconds:,.0f} tokens/s")
+        for a in st.assumptions:
+            out.print(f"[yellow]note:[/] {a}")
+        if plot_path:
+            r = Rates(load_hardware(w.hardware), load_measured(w.hardware), w.precision.compute, w.task == "train")
+            out.print(f"plot: {draw(st, r.peak, r.bandwidth, plot_path, title=f'{w.model} {w.task} on {w.hardware}')}")
+
+    _run(go)
+
+
+@app.command()
 def calibrate(
     name: str = typer.Option("", help="the profile's name; default: the device's, lowercased"),
     base: str = typer.Option("", help="the datasheet profile it measures (memsim list hardware)"),

@@ -21,7 +21,7 @@ def linear(tp: Tape, name: str, x: T, w: T, out_nbytes: int, bias: T | None = No
     saves = ([x] if _needs(w) else []) + ([w] if _needs(x) else [])
     inputs = [x, w] + ([bias] if bias is not None else [])
     recipe = ((("grad", 2),) if bias is not None else ()) + (("grad", 1), ("grad", 0))
-    return tp.op(name, inputs, out_nbytes, saves, recipe)
+    return tp.op(name, inputs, out_nbytes, saves, recipe, kind="matmul")
 
 
 def mul(tp: Tape, name: str, a: T, b: T, out_nbytes: int) -> T:
@@ -70,7 +70,7 @@ def unary_saving_input(tp: Tape, name: str, x: T, out_nbytes: int | None = None,
 def unary_saving_output(tp: Tape, name: str, x: T, out_nbytes: int | None = None, bwd_temps=()) -> T:
     """rsqrt, softmax, log_softmax...: backward reads the saved output."""
     out = tp.op(name, [x], out_nbytes or x.nbytes)
-    tp.record(name, [x], out, [out], tuple(("tmp", n) for n in bwd_temps) + (("grad", 0),))
+    tp.record(name, [x], out, [out], tuple(("tmp", n) for n in bwd_temps) + (("grad", 0),), tp.last_cost)
     return out
 
 

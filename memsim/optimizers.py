@@ -67,6 +67,32 @@ class OptimizerCost:
     temp_per_param: bool = False  # the temporaries are one tensor per parameter (a foreach list)
 
 
+# Parameter-sized tensors each optimizer step reads or writes, per trainable element, and the
+# kernels it launches per parameter (foreach and fused ones batch parameters into a few launches:
+# counted as one per parameter group of ~MULTI_TENSOR_PARAMS). From torch/optim (2.11-2.13):
+#  adamw foreach: mul_ (p r/w), lerp_ (m r/w, g r), mul_ + addcmul_ (v r/w twice, g r), sqrt (v r,
+#    t w), div_ (t r/w), add_ (t r/w), addcdiv_ (p r/w, m r, t r): 18 accesses, 8 kernels;
+#  adamw fused: one kernel reading p, g, m, v and writing p, m, v: 7;
+#  adamw for-loop: the foreach arithmetic one parameter at a time: 18 accesses, 8 kernels each;
+#  sgd: add_ (p r/w, g r): 3; sgd-momentum: mul_ + add_ on the buffer, then p: 7;
+#  adafactor: row/col norms of g, lerps of the factors, their outer product, update, clamp, p: ~12.
+STEP_TRAFFIC = {  # name -> impl -> (accesses per element, kernels per parameter)
+    "adamw": {"foreach": (18, 8), "fused": (7, 1), "for-loop": (18, 8)},
+    "sgd": {"foreach": (3, 1), "fused": (3, 1), "for-loop": (3, 1)},
+    "sgd-momentum": {"foreach": (7, 3), "fused": (7, 1), "for-loop": (7, 3)},
+    "adafactor": {"foreach": (12, 10), "for-loop": (12, 10)},
+}
+STEP_TRAFFIC["adam"] = STEP_TRAFFIC["adamw"]
+MULTI_TENSOR_PARAMS = 32  # tensors one multi_tensor_apply launch covers (a rough figure; kernels are few either way)
+
+
+def step_cost(name: str, impl: str, params: Params) -> tuple[int, int]:
+    """(bytes the step moves, kernels it launches) for the trainable `params`."""
+    accesses, kernels = STEP_TRAFFIC[name][impl]
+    launches = kernels * (params.count if impl == "for-loop" else -(-params.count // MULTI_TENSOR_PARAMS))
+    return accesses * params.total(), launches
+
+
 def state_tensors(name: str, impl: str, p: Param) -> tuple[int, ...]:
     """The bytes of each state tensor the optimizer creates for parameter `p` at its first step."""
     if name in ("adamw", "adam"):

@@ -117,3 +117,35 @@ def _check_moe_lora_targets(model, targets) -> None:
             f"methods.lora.targets: {', '.join(bad)} on the mixture of experts '{model.name}' is not modeled (PEFT's "
             f"target_modules do not reach its 3-D expert weights); use {', '.join(MOE_LORA_TARGETS)}"
         )
+
+
+def predict_time(workload: Workload | dict):
+    """Step time on the roofline (memsim/roofline.py) with the device's measured profile where one
+    is committed: a train step, a prefill, one decode step; generate is the prefill and then its
+    decode steps, each taken at the mean cache length. Returns (seconds, tokens, StepTime of the
+    largest part)."""
+    from .catalog import load_measured
+    from .roofline import step_time
+    from .runtimes.hf_steps import decode_program, prefill_program
+
+    w = workload if isinstance(workload, Workload) else Workload.parse(workload)
+    cfg = step_config(w)
+    hw, profile = load_hardware(w.hardware), load_measured(w.hardware)
+
+    def timed(program):
+        return step_time(program, hw, profile, w.precision.compute, cfg.dtype_bytes, cfg.task == "train")
+
+    if cfg.task == "train":
+        t = timed(build_program(cfg))
+        return t.seconds, cfg.batch * cfg.seq, t
+    if cfg.task == "prefill":
+        t = timed(prefill_program(cfg))
+        return t.seconds, cfg.batch * cfg.seq, t
+    if cfg.task == "decode":
+        t = timed(decode_program(cfg, cfg.seq))
+        return t.seconds, cfg.batch, t
+    first = timed(prefill_program(cfg))
+    steps = max(cfg.new_tokens - 1, 0)
+    decode = timed(decode_program(cfg, cfg.seq + steps // 2)) if steps else None
+    total = first.seconds + (steps * decode.seconds if decode else 0.0)
+    return total, cfg.batch * cfg.new_tokens, (decode if decode and steps * decode.seconds > first.seconds else first)

@@ -37,7 +37,7 @@ def simulate(program: Program, exclude: tuple[str, ...] = (), rounding=cuda_roun
         run_total = 0
         seg_max, seg_at = 0, dict(run)
         for nbytes, cat, sign in seg.events:
-            if cat in exclude:
+            if not sign or cat in exclude:  # a kernel's work (OpCost), or left out
                 continue
             r = rounded.get(nbytes)
             if r is None:

@@ -25,7 +25,24 @@ TEMPORARIES = "temporaries"
 WORKSPACE = "workspace"
 CATEGORIES = (WEIGHTS, GRADIENTS, OPTIMIZER, ACTIVATIONS, KV_CACHE, TEMPORARIES, WORKSPACE)
 
-Event = tuple[int, str, int]  # (bytes, category, +1 alloc / -1 free)
+Event = tuple[int, str, int]  # (bytes, category, +1 alloc / -1 free); a kernel's work: (OpCost, COST, 0)
+COST = "op"  # the category of a cost event; memory walks skip events whose sign is 0
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """One kernel's work, for the roofline (memsim/roofline.py): the bytes it reads and writes, and
+    its arithmetic. A matrix product carries its operands' bytes (x, w, out), from which the
+    roofline recovers m, n and k with the compute dtype; attention carries its FLOPs."""
+
+    name: str
+    kind: str  # "matmul" (shape from operands) | "flops" (explicit arithmetic) | "memory"
+    bytes: int
+    flops: float = 0.0
+    operands: tuple[int, ...] = ()
+    passes: int = 1  # products of the operands' size: a matmul's backward makes two
+    backward_flops: float = 2.0  # a "flops" op's backward arithmetic, as a multiple of its forward's
+    kernels: int = 1  # launches it stands for (an optimizer step's many)
 
 
 @dataclass(eq=False)
@@ -59,6 +76,7 @@ class Node:
     output: T
     saved: list[T]
     recipe: tuple
+    cost: OpCost | None = None  # the forward kernel's; backward's follows from it
 
 
 @dataclass
@@ -66,6 +84,7 @@ class Tape:
     grad_enabled: bool = True
     events: list[Event] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
+    last_cost: OpCost | None = None
 
     # -- storages ----------------------------------------------------------------------------
     def new(self, name: str, nbytes: int, category: str = ACTIVATIONS) -> T:
@@ -105,39 +124,49 @@ class Tape:
         return st.nbytes if st.refs == 0 and not st.external else 0
 
     # -- forward ----------------------------------------------------------------------------
-    def op(self, name: str, inputs: list[T], out_nbytes: int, saves=(), recipe=None, extra_outputs=()):
+    def op(self, name: str, inputs: list[T], out_nbytes: int, saves=(), recipe=None, extra_outputs=(),
+           kind: str = "memory", flops: float = 0.0, category: str = ACTIVATIONS, backward_flops: float = 2.0):
         """Run an op: allocate its output (and extra, non-differentiable outputs such as a
-        logsumexp), recording a node that keeps `saves` when grad flows through it.
+        logsumexp), recording a node that keeps `saves` when grad flows through it, and the
+        kernel's work: `kind` matmul (x @ w: inputs[0], inputs[1]), flops (`flops` of arithmetic,
+        `backward_flops` times as much in backward) or memory.
 
         `recipe` lists what its backward does, in order:
           ("grad", i[, nbytes])  allocate input i's gradient (of the input's size unless given)
           ("pass", i)            hand the incoming gradient to input i unchanged (add, views)
           ("tmp", nbytes[, cat]) allocate a temporary (a kernel workspace), freed when the node is done
         """
-        out = self.new(name, out_nbytes)
+        out = self.new(name, out_nbytes, category)
         extras = [self.new(f"{name}.{i}", n) for i, n in enumerate(extra_outputs)]
-        self._record(name, inputs, out, saves, recipe)
+        moved = sum({id(x.storage): x.nbytes for x in inputs}.values()) + out_nbytes + sum(extra_outputs)
+        operands = (inputs[0].nbytes, inputs[1].nbytes, out_nbytes) if kind == "matmul" else ()
+        self.last_cost = OpCost(name, kind, moved, flops, operands, 1, backward_flops)
+        self.events.append((self.last_cost, COST, 0))
+        self._record(name, inputs, out, saves, recipe, self.last_cost)
         return (out, *extras) if extras else out
 
     def view(self, name: str, x: T, nbytes: int = -1, recipe=(("pass", 0),)) -> T:
         """An op whose output shares its input's storage: a view, a slice (`nbytes` smaller, and
         backward allocating the input's full size), a transpose."""
         out = T(name, self._hold(x).storage, size=nbytes)
-        self._record(name, [x], out, (), recipe)
+        self._record(name, [x], out, (), recipe, cost=None)
         return out
 
-    def record(self, name: str, inputs: list[T], out: T, saves, recipe) -> None:
+    def record(self, name: str, inputs: list[T], out: T, saves, recipe, cost: OpCost | None = None) -> None:
         """Record a node for an output allocated separately (ops with several outputs, ops
-        saving their own output)."""
-        self._record(name, inputs, out, saves, recipe)
+        saving their own output: `cost` is then that op's, tp.last_cost; in-place ops)."""
+        if cost is None and name != getattr(self.last_cost, "name", None):  # in place: a kernel of its own
+            cost = OpCost(name, "memory", 2 * out.nbytes)
+            self.events.append((cost, COST, 0))
+        self._record(name, inputs, out, saves, recipe, cost or self.last_cost)
 
-    def _record(self, name, inputs, out, saves, recipe) -> None:
+    def _record(self, name, inputs, out, saves, recipe, cost: OpCost | None) -> None:
         if not (self.grad_enabled and recipe is not None and any(t.requires_grad for t in inputs)):
             return
         out.requires_grad = True
         for s in saves:
             self._hold(s)
-        self.nodes.append(Node(name, list(inputs), out, list(saves), recipe))
+        self.nodes.append(Node(name, list(inputs), out, list(saves), recipe, cost))
 
     # -- backward ---------------------------------------------------------------------------
     def backward(self, seeds: dict[int, T]) -> dict[int, T]:
@@ -168,6 +197,7 @@ class Tape:
                 else:
                     nbytes = step[2] if len(step) > 2 else x.nbytes
                     produced.append((x, self.new(f"grad.{x.name}", nbytes, TEMPORARIES)))
+            self._backward_cost(node, grad_out, produced)
             self.drop(*temps)
             self.drop(grad_out)
             self.drop(*node.saved)
@@ -175,6 +205,18 @@ class Tape:
             for x, g in produced:
                 self._accumulate(pending, x, g)
         return pending
+
+    def _backward_cost(self, node: Node, grad_out: T, produced: list) -> None:
+        """Backward's kernels: a product's two (grad input, grad weight), an explicit-arithmetic op's
+        `backward_flops` times its forward's, the rest their bytes."""
+        moved = grad_out.nbytes + sum(t.nbytes for t in node.saved) + sum(g.nbytes for _, g in produced)
+        fwd = node.cost
+        kind = fwd.kind if fwd is not None else "memory"
+        # A product's backward makes one product per operand that needs a gradient (x, w).
+        passes = sum(1 for st in node.recipe if st[0] == "grad" and st[1] < 2 and node.inputs[st[1]].requires_grad)
+        cost = OpCost(f"{node.name}.bwd", kind, moved, fwd.backward_flops * fwd.flops if fwd is not None else 0.0,
+                      fwd.operands if fwd is not None else (), passes if kind == "matmul" else 1)
+        self.events.append((cost, COST, 0))
 
     def _accumulate(self, pending: dict[int, T], x: T, g: T) -> None:
         prev = pending.get(id(x))

@@ -147,7 +147,7 @@ def router(tp: Tape, sh: Shapes, h: T, weight: T):
     probs = ops.unary_saving_output(tp, "router.softmax", l32)
     tp.drop(l32)
     values, idx = tp.op("router.topk", [probs], n * k * FP32, extra_outputs=(n * k * INT64,))
-    tp.record("router.topk", [probs], values, [idx], (("tmp", probs.nbytes), ("grad", 0)))  # zeros + scatter
+    tp.record("router.topk", [probs], values, [idx], (("tmp", probs.nbytes), ("grad", 0)), tp.last_cost)  # zeros + scatter
     if m.norm_topk_prob:
         values = _renormalize_in_place(tp, values, n)
     tp.drop(probs)  # router_probs dies when the router returns (saved by softmax under grad)
@@ -192,7 +192,7 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
     mask = tp.new("experts.sentinel_mask", rows * BOOL)
     x = _masked_fill_(tp, "experts.premask", x, mask)
 
-    gu = _grouped_mm(tp, "experts.gate_up", x, w.gate_up, offs, grouped_mm_out_bytes(rows, 2 * f, b))
+    gu = _grouped_mm(tp, "experts.gate_up", x, w.gate_up, offs, grouped_mm_out_bytes(rows, 2 * f, b), 2 * rows * 2 * f * d)
     gu2 = _masked_fill(tp, "experts.gate_up.mask", gu, mask)
     tp.drop(gu)
     act_bytes = rows * f * b
@@ -200,7 +200,7 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
     act = tp.op("experts.act_fn", [both], act_bytes, [both], (("grad", 0, act_bytes),))
     prod = tp.op("experts.act*up", [act, both], act_bytes, _mul_saves(act, both), (("grad", 0), ("grad", 1, act_bytes)))
     tp.drop(act, both, gu2)
-    down = _grouped_mm(tp, "experts.down", prod, w.down, offs, grouped_mm_out_bytes(rows, d, b))
+    down = _grouped_mm(tp, "experts.down", prod, w.down, offs, grouped_mm_out_bytes(rows, d, b), 2 * rows * d * f)
     tp.drop(prod)
     down2 = _masked_fill(tp, "experts.down.mask", down, mask)
     tp.drop(down)
@@ -240,11 +240,12 @@ def _masked_fill_(tp: Tape, name: str, x: T, mask: T) -> T:
     return out
 
 
-def _grouped_mm(tp: Tape, name: str, x: T, weight: T, offs: T, out_nbytes: int) -> T:
+def _grouped_mm(tp: Tape, name: str, x: T, weight: T, offs: T, out_nbytes: int, flops: float) -> T:
     """torch._grouped_mm(x, weight.transpose(-2, -1), offs): GroupedMmBackward0 saves x when the
-    weight needs grad, the weight when x does, and offs; the weight's gradient comes first."""
+    weight needs grad, the weight when x does, and offs; the weight's gradient comes first. Every
+    row meets one expert's [n, k] weight: `flops` = 2 * rows * n * k."""
     saves = ([x] if weight.requires_grad else []) + ([weight] if x.requires_grad else []) + [offs]
-    return tp.op(name, [x, weight], out_nbytes, saves, (("grad", 1), ("grad", 0)))
+    return tp.op(name, [x, weight], out_nbytes, saves, (("grad", 1), ("grad", 0)), kind="flops", flops=flops)
 
 
 def _scale_rows(tp: Tape, rows: T, weights: T, out_nbytes: int) -> T:

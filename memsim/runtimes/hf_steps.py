@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from .. import ops
 from ..model import ModelSpec
-from ..optimizers import Param, Params, optimizer_cost, state_tensors
+from ..optimizers import Param, Params, optimizer_cost, state_tensors, step_cost
 from ..program import Program
 from ..simulator import cuda_rounded
-from ..tape import ACTIVATIONS, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, T, Tape
+from ..tape import ACTIVATIONS, COST, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, OpCost, T, Tape
 from . import autocast, hf_gemma2, hf_moe
 from . import hf_transformers as hf
 from .hf_arch import FULL, LLAMA, Arch
@@ -270,7 +270,9 @@ def _train(cfg: StepConfig) -> Program:
                 prog.add("optimizer", [(n, TEMPORARIES, sign) for n in sizes], repeat)
     else:
         prog.add("optimizer", [(cost.step_temp_bytes, TEMPORARIES, 1), (cost.step_temp_bytes, TEMPORARIES, -1)])
-    prog.add("optimizer", [(trainable.total(), GRADIENTS, -1)])
+    moved, launches = step_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
+    prog.add("optimizer", [(OpCost("optimizer.step", "memory", moved, kernels=launches), COST, 0),
+                           (trainable.total(), GRADIENTS, -1)])
     return prog
 
 
@@ -394,7 +396,7 @@ def _loss(tp: Tape, sh: Shapes, hn: T, head_w: T) -> tuple[T, list[T]]:
     shifted = tp.new("loss.labels_shifted", sh.tokens * INT64)
     lsm = ops.unary_saving_output(tp, "log_softmax", l32)
     loss, total_weight = tp.op("nll_loss", [lsm], FP32, extra_outputs=(FP32,))
-    tp.record("nll_loss", [lsm], loss, [shifted, total_weight], (("grad", 0),))
+    tp.record("nll_loss", [lsm], loss, [shifted, total_weight], (("grad", 0),), tp.last_cost)
     tp.drop(total_weight, lsm, l32, padded, shifted)
     tp.drop(logits)  # outputs.logits dies with the outputs object
     return loss, []
@@ -464,6 +466,16 @@ def _prefill(cfg: StepConfig) -> Program:
     sh = Shapes(cfg.model, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes, sm=cfg.sm)
     _inference_forward(prog, cfg, sh, "prefill", logits_rows=1)
     return prog
+
+
+def prefill_program(cfg: StepConfig) -> Program:
+    """A prefill alone (what generate starts with)."""
+    return _prefill(cfg)
+
+
+def decode_program(cfg: StepConfig, past: int) -> Program:
+    """One decode step against `past` cached tokens."""
+    return _decode(cfg, past)
 
 
 def _cache_static(prog: Program, cfg: StepConfig, tokens: int) -> None:

@@ -197,9 +197,7 @@ def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
         inputs = [new] if old is None else [old, new]
         # A promoted input's gradient is cast back to its dtype (a new tensor), others pass through.
         recipe = tuple(("pass", j) if x is old or x.nbytes == k.nbytes else ("grad", j) for j, x in enumerate(inputs))
-        t = tp.op("cache.cat", inputs, kv_bytes, (), recipe)
-        t.storage.category = KV_CACHE
-        tp.events[-1] = (t.nbytes, KV_CACHE, 1)
+        t = tp.op("cache.cat", inputs, kv_bytes, (), recipe, category=KV_CACHE)
         if old is not None:
             olds.append(old)
             if not sh.window:
@@ -238,10 +236,15 @@ def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, bias: T | None = None
     else:  # memory-efficient: logsumexp padded to 32 rows
         lse_bytes = b * hq * (-(-s // 32) * 32) * FP32 if tp.grad_enabled and q.requires_grad else 0
         workspace = [b * hq * s * FP32]  # delta
-    out, lse, seed, offset = tp.op(f"sdpa.{kernel}", [q, k, v], out_bytes, extra_outputs=(lse_bytes, 8, 8))
+    # Two products per head over the score matrix; causal (no mask, no cache) skips half of it.
+    # Backward recomputes the scores and makes four products: 2.5 times the forward's.
+    causal = bias is None and sh.past == 0 and s > 1
+    flops = 4 * b * hq * s * sh.kv_len * hd * (0.5 if causal else 1.0)
+    out, lse, seed, offset = tp.op(f"sdpa.{kernel}", [q, k, v], out_bytes, extra_outputs=(lse_bytes, 8, 8),
+                                   kind="flops", flops=flops, backward_flops=2.5)
     recipe = (("grad", 0), ("grad", 1), ("grad", 2)) + tuple(ops.ws(n) for n in workspace)
     saved = [q, k, v] + ([bias] if bias is not None else []) + [out, lse, seed, offset]
-    tp.record(f"sdpa.{kernel}", [q, k, v], out, saved, recipe)
+    tp.record(f"sdpa.{kernel}", [q, k, v], out, saved, recipe, tp.last_cost)
     tp.drop(lse, seed, offset, *pads)
     if hd != m.head_dim:  # the output sliced back to the head dim, then made contiguous by transformers
         sliced = tp.view("sdpa.unpad", out, sh.act(m.q_dim), recipe=(("grad", 0, out_bytes),))
@@ -293,7 +296,8 @@ def math_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T) -> T:
     qs = ops.scale(tp, "math.q_scale", q)
     ks = ops.scale(tp, "math.k_scale", kr)
     tp.drop(kr)
-    att = tp.op("math.qk", [qs, ks], scores, [qs, ks], (("grad", 0), ("grad", 1)))
+    bmm = 2 * b * hq * s * kv * m.head_dim  # one of the two batched products
+    att = tp.op("math.qk", [qs, ks], scores, [qs, ks], (("grad", 0), ("grad", 1)), kind="flops", flops=bmm)
     tp.drop(qs, ks)
     if s > 1:
         tril = tp.new("math.tril", s * kv)
@@ -302,7 +306,7 @@ def math_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T) -> T:
         att = masked
     p = ops.unary_saving_output(tp, "math.softmax", att)
     tp.drop(att)
-    out = tp.op("math.pv", [p, vr], sh.act(m.q_dim), [p, vr], (("grad", 0), ("grad", 1)))
+    out = tp.op("math.pv", [p, vr], sh.act(m.q_dim), [p, vr], (("grad", 0), ("grad", 1)), kind="flops", flops=bmm)
     tp.drop(p, vr)
     return out
 
@@ -326,7 +330,8 @@ def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> t
     # q is [b, h, s, d] over a [b, s, h, d] layout: matmul's reshape to [b*h, s, d] copies it,
     # unless b or s is 1 (then the dims merge as a view).
     qc = ops.copy(tp, "matmul.q_contiguous", q) if b > 1 and s > 1 else tp.view("matmul.q", q)
-    att = tp.op("attn.qk", [qc, kr], scores, [qc, kr], (("grad", 0), ("grad", 1)))
+    bmm = 2 * b * hq * s * kv * m.head_dim  # one of the two batched products
+    att = tp.op("attn.qk", [qc, kr], scores, [qc, kr], (("grad", 0), ("grad", 1)), kind="flops", flops=bmm)
     tp.drop(qc)  # key_states (kr) is a local: it lives until the function returns
     scaled = ops.scale(tp, "attn.scale", att)
     tp.drop(att)
@@ -343,7 +348,7 @@ def eager_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T | None) -> t
     tp.drop(s32)
     p = ops.cast(tp, "softmax.to_dtype", p32, scores)
     tp.drop(p32, scaled)
-    out = tp.op("attn.pv", [p, vr], sh.act(m.q_dim), [p, vr], (("grad", 0), ("grad", 1)))
+    out = tp.op("attn.pv", [p, vr], sh.act(m.q_dim), [p, vr], (("grad", 0), ("grad", 1)), kind="flops", flops=bmm)
     oc = ops.copy(tp, "attn.transpose_contiguous", out)
     tp.drop(out, kr, vr)
     return oc, p
