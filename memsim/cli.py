@@ -397,12 +397,13 @@ def _pct(error: float) -> str:
 
 def _show_validation(df, summary, path) -> None:
     t = Table(title=f"predicted vs measured ({path})")
-    for c in ("case", "fits (pred/meas)", "allocated pred", "meas", "error", "reserved err", "device err", "step ms"):
+    for c in ("case", "fits (pred/meas)", "allocated pred", "meas", "error", "reserved err", "device err", "step ms", "step err"):
         t.add_column(c, justify="left" if c == "case" else "right")
     for r in df.itertuples():
         t.add_row(r.case, f"{'yes' if r.predicted_fits else 'no'}/{'yes' if r.measured_fits else 'no'}",
                   _gib(r.predicted_allocated), _gib(r.measured_allocated), _pct(r.error_allocated),
-                  _pct(r.error_reserved), _pct(r.error_device), f"{r.step_time_s * 1e3:,.1f}" if r.step_time_s else "-")
+                  _pct(r.error_reserved), _pct(r.error_device), f"{r.step_time_s * 1e3:,.1f}" if r.step_time_s else "-",
+                  _pct(r.error_step))
     out.print(t)
     for k, s in summary.items():
         if s["cases"]:

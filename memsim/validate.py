@@ -170,18 +170,30 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
                    predicted_allocated=p.allocated_bytes, measured_allocated=m.peak_allocated_bytes,
                    predicted_reserved=p.reserved_bytes, measured_reserved=m.peak_reserved_bytes,
                    predicted_device=p.device_bytes, measured_device=m.device_bytes,
-                   step_time_s=m.step_time_s, tokens_per_s=m.tokens_per_s)
-        for k in ("allocated", "reserved", "device"):
-            meas = row[f"measured_{k}"]
-            row[f"error_{k}"] = (row[f"predicted_{k}"] - meas) / meas if m.fits and meas else float("nan")
+                   step_time_s=m.step_time_s, tokens_per_s=m.tokens_per_s,
+                   predicted_step_s=_predicted_step(case.workload), measured_step_s=m.step_time_s)
+        for k in ("allocated", "reserved", "device", "step"):
+            meas = row[f"measured_{k}"] if k != "step" else row["measured_step_s"]
+            pred = row[f"predicted_{k}"] if k != "step" else row["predicted_step_s"]
+            row[f"error_{k}"] = (pred - meas) / meas if m.fits and meas and pred == pred else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _predicted_step(w: Workload) -> float:
+    """The roofline's step time (memsim.predict.predict_time); NaN where the device has no rates."""
+    from .predict import predict_time
+
+    try:
+        return predict_time(w)[0]
+    except ValueError:
+        return float("nan")
 
 
 def summary(df) -> dict[str, dict[str, float]]:
     """Median and max |error| per figure over the cases that ran to the end."""
     out = {}
-    for k in ("allocated", "reserved", "device"):
+    for k in ("allocated", "reserved", "device", "step"):
         errs = [abs(e) for e in df[f"error_{k}"] if e == e] if len(df) else []
         out[k] = {"median": statistics.median(errs) if errs else float("nan"), "max": max(errs) if errs else float("nan"),
                   "cases": len(errs)}
