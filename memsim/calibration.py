@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InputError, first_error
+from .errors import InputError, load_yaml
 from .measurement import Provenance
 
 # Matrix products [m, k] @ [k, n]: squares, and the products of decoder layers at token counts from
@@ -78,14 +78,7 @@ class MeasuredProfile(BaseModel):
 
     @classmethod
     def from_path(cls, path: str | Path) -> MeasuredProfile:
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"profile: cannot read '{path}': {e}") from None
-        try:
-            return cls(**raw)
-        except (TypeError, ValidationError) as e:
-            raise InputError(f"measured profile '{path}': {first_error(e)}") from None
+        return load_yaml(cls, path, "measured profile")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, width=120)

@@ -21,3 +21,23 @@ def first_error(e: Exception) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         return f"{loc}: {msg}" if loc else msg
     return str(e)
+
+
+def load_yaml(cls, path, what: str):
+    """A YAML mapping read into the pydantic model `cls`; an unreadable file, a non-mapping or an
+    invalid field is one InputError naming `what` (e.g. 'hardware profile') and the file."""
+    from pathlib import Path
+
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"{what}: cannot read '{path}': {e}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{what} '{path}': must hold a mapping")
+    try:
+        return cls(**raw)
+    except (TypeError, ValidationError) as e:
+        raise InputError(f"{what} '{path}': {first_error(e)}") from None

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InputError, first_error
+from .errors import load_yaml
 
 
 class Figure(BaseModel):
@@ -62,14 +61,7 @@ class HardwareSpec(BaseModel):
 
     @classmethod
     def from_path(cls, path: Path) -> HardwareSpec:
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"hardware: cannot read profile '{path}': {e}") from None
-        try:
-            return cls(**raw)
-        except (TypeError, ValidationError) as e:
-            raise InputError(f"hardware profile '{path}': {first_error(e)}") from None
+        return load_yaml(cls, path, "hardware profile")
 
     @classmethod
     def with_capacity(cls, capacity_bytes: int) -> HardwareSpec:
@@ -97,17 +89,7 @@ class Component(BaseModel):
 
     @classmethod
     def from_path(cls, path: Path):
-        kind = get_args(cls.model_fields["kind"].annotation)[0]
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"{kind}: cannot read profile '{path}': {e}") from None
-        if not isinstance(raw, dict):
-            raise InputError(f"{kind} profile '{path}': must hold a mapping")
-        try:
-            return cls(**raw)
-        except (TypeError, ValidationError) as e:
-            raise InputError(f"{kind} profile '{path}': {first_error(e)}") from None
+        return load_yaml(cls, path, f"{get_args(cls.model_fields['kind'].annotation)[0]} profile")
 
 
 class CpuHostSpec(Component):
