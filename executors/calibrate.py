@@ -70,6 +70,58 @@ def matmuls(dtypes=("bf16", "fp16", "fp32"), progress=lambda msg: None) -> list[
     return rows
 
 
+def attention(progress=lambda msg: None) -> list[dict]:
+    """scaled_dot_product_attention as transformers calls it, bf16, at batch 4 x 16 heads x 4096
+    tokens: causal (no mask) and with a boolean mask (as Gemma-2's sliding layers pass), forward
+    and backward, for head dims 64, 128 and 256. FLOPs are counted as memsim counts them: two
+    products over the score matrix, half of it when causal; backward 2.5 times the forward's."""
+    import torch.nn.functional as F
+
+    rows = []
+    b, h, s = 4, 16, 4096
+    for hd in (64, 128, 256):
+        for masked in (False, True):
+            progress(f"attention hd {hd}{' masked' if masked else ''}")
+            q, k, v = (torch.randn(b, h, s, hd, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+            mask = torch.ones(s, s, device="cuda", dtype=torch.bool).tril()[None, None] if masked else None
+            flops = 4 * b * h * s * s * hd * (1.0 if masked else 0.5)
+            out = None
+
+            def fwd():
+                nonlocal out
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not masked)
+
+            grad = torch.randn(b, h, s, hd, device="cuda", dtype=torch.bfloat16)
+            t_fwd = _cuda_median(fwd, reps=10)
+
+            def fwd_bwd():
+                fwd()
+                out.backward(grad)
+
+            t_both = _cuda_median(fwd_bwd, reps=10)
+            rows.append(dict(head_dim=hd, masked=masked, direction="forward", flops_per_s=flops / t_fwd))
+            rows.append(dict(head_dim=hd, masked=masked, direction="backward", flops_per_s=2.5 * flops / max(t_both - t_fwd, 1e-9)))
+            del q, k, v, grad, out, mask
+    return rows
+
+
+def memory_kernels(progress=lambda msg: None) -> dict:
+    """Bandwidths of the memory-bound kernels a decoder runs most: an elementwise product (bf16,
+    three tensors' bytes) and torch.cat along the token dim of [b, h, tokens, d] (a KV cache's
+    growth by one token: the whole cache read and written)."""
+    progress("memory kernels")
+    n = 2**28
+    a, b = (torch.randn(n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    t = _cuda_median(lambda: a * b, reps=10)
+    elementwise = 3 * 2 * n / t
+    del a, b
+    cache = torch.randn(64, 8, 4096, 128, device="cuda", dtype=torch.bfloat16)
+    new = torch.randn(64, 8, 1, 128, device="cuda", dtype=torch.bfloat16)
+    t = _cuda_median(lambda: torch.cat([cache, new], dim=-2), reps=10)
+    cat = (2 * cache.nbytes + 2 * new.nbytes) / t
+    return dict(elementwise_bytes_per_s=elementwise, cat_bytes_per_s=cat)
+
+
 def device_copies(progress=lambda msg: None) -> list[dict]:
     """dst.copy_(src) on the device: each byte read once and written once."""
     rows = []
@@ -153,16 +205,18 @@ def launches(progress=lambda msg: None) -> dict:
     gpu = _cuda_median(graph.replay, reps=10) / 1000
     host_op = _host_median(lambda: [x.add_(1) for _ in range(1000)], reps=5) / 1000
     torch.cuda.synchronize()
-    fwd, train = _hf_host_per_kernel()
-    return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_forward_host_per_kernel_s=fwd, hf_train_host_per_kernel_s=train)
+    fwd, train, decode = _hf_host_per_kernel()
+    return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_forward_host_per_kernel_s=fwd, hf_train_host_per_kernel_s=train,
+                hf_decode_host_per_kernel_s=decode)
 
 
 def _hf_host_per_kernel() -> tuple[float, float]:
     """Host seconds per CUDA kernel of a 4-layer Llama of hidden size 64 (its kernels take
-    microseconds, so the step's wall time is the host's): forward (no grad) and a train step."""
+    microseconds, so the step's wall time is the host's): forward (no grad), a train step, and a
+    decode step against a cache (the executor's decode protocol)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from .protocol import input_ids, train_step
+    from .protocol import decode_step, input_ids, new_cache, prefill, train_step
     from .trace import build_model, make_optimizer
 
     config = dict(model_type="llama", hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
@@ -179,8 +233,15 @@ def _hf_host_per_kernel() -> tuple[float, float]:
     def step():
         train_step(model, ids, opt)
 
+    cache = new_cache(model)
+    prefill(model, ids, cache)
+    next_ids = ids[:, -1:]
+
+    def decode():
+        decode_step(model, cache, next_ids, keep_tokens=ids.shape[1])
+
     out = []
-    for fn in (forward, step):
+    for fn in (forward, step, decode):
         for _ in range(3):
             fn()
         torch.cuda.synchronize()
@@ -194,7 +255,7 @@ def _hf_host_per_kernel() -> tuple[float, float]:
             torch.cuda.synchronize()
 
         out.append(_host_median(timed, reps=10) / max(kernels, 1))
-    return out[0], out[1]
+    return out[0], out[1], out[2]
 
 
 def calibrate(name: str, base: str = "", quick: bool = False, disk_folder: str | None = None,
@@ -215,6 +276,8 @@ def calibrate(name: str, base: str = "", quick: bool = False, disk_folder: str |
         total_memory_bytes=props.total_memory,
         matmul=matmuls(("bf16",) if quick else ("bf16", "fp16", "fp32"), progress),
         device_copy=device_copies(progress),
+        attention=attention(progress),
+        memory_kernels=memory_kernels(progress),
         transfer=transfers(progress=progress),
         disk=[] if quick else disk(disk_folder, progress),
         launch=launches(progress),

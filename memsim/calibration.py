@@ -60,6 +60,19 @@ class LaunchCosts(BaseModel):
     host_op_s: float = Field(gt=0)  # host time to issue a bare op
     hf_forward_host_per_kernel_s: float = Field(gt=0)  # a transformers forward: host seconds per kernel
     hf_train_host_per_kernel_s: float = Field(gt=0)  # a train step (forward, backward, AdamW)
+    hf_decode_host_per_kernel_s: float = Field(0.0, ge=0)  # a decode step against a cache
+
+
+class AttentionPoint(BaseModel):
+    head_dim: int
+    masked: bool
+    direction: Literal["forward", "backward"]
+    flops_per_s: float = Field(gt=0)
+
+
+class MemoryKernels(BaseModel):
+    elementwise_bytes_per_s: float = Field(gt=0)
+    cat_bytes_per_s: float = Field(gt=0)
 
 
 class MeasuredProfile(BaseModel):
@@ -75,6 +88,8 @@ class MeasuredProfile(BaseModel):
     transfer: list[TransferPoint] = []
     disk: list[DiskPoint] = []
     launch: LaunchCosts | None = None
+    attention: list[AttentionPoint] = []
+    memory_kernels: MemoryKernels | None = None
 
     @classmethod
     def from_path(cls, path: str | Path) -> MeasuredProfile:
@@ -92,6 +107,13 @@ class MeasuredProfile(BaseModel):
         lm, ln, lk = (math.log(max(v, 1)) for v in (m, n, k))
         best = min(pts, key=lambda p: (math.log(p.m) - lm) ** 2 + (math.log(p.n) - ln) ** 2 + (math.log(p.k) - lk) ** 2)
         return best.flops_per_s
+
+    def attention_rate(self, head_dim: int, masked: bool, backward: bool) -> float | None:
+        """FLOP/s of SDPA at the calibrated head dim nearest this one (bf16)."""
+        pts = [p for p in self.attention if p.masked == masked and (p.direction == "backward") == backward]
+        if not pts:
+            return None
+        return min(pts, key=lambda p: abs(math.log(p.head_dim / max(head_dim, 1)))).flops_per_s
 
     def peak_rate(self, dtype: str) -> float | None:
         """The best FLOP/s any calibrated product of this dtype reached."""

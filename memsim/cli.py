@@ -308,7 +308,8 @@ def roofline(
         for a in st.assumptions:
             out.print(f"[yellow]note:[/] {a}")
         if plot_path:
-            r = Rates(load_hardware(w.hardware), load_measured(w.hardware), w.precision.compute, w.task == "train")
+            r = Rates(load_hardware(w.hardware), load_measured(w.hardware), w.precision.compute,
+                      {"train": "train", "prefill": "prefill"}.get(w.task, "decode"))
             out.print(f"plot: {draw(st, r.peak, r.bandwidth, plot_path, title=f'{w.model} {w.task} on {w.hardware}')}")
 
     _run(go)

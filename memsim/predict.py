@@ -132,20 +132,20 @@ def predict_time(workload: Workload | dict):
     cfg = step_config(w)
     hw, profile = load_hardware(w.hardware), load_measured(w.hardware)
 
-    def timed(program):
-        return step_time(program, hw, profile, w.precision.compute, cfg.dtype_bytes, cfg.task == "train")
+    def timed(program, mode):
+        return step_time(program, hw, profile, w.precision.compute, cfg.dtype_bytes, mode)
 
     if cfg.task == "train":
-        t = timed(build_program(cfg))
+        t = timed(build_program(cfg), "train")
         return t.seconds, cfg.batch * cfg.seq, t
     if cfg.task == "prefill":
-        t = timed(prefill_program(cfg))
+        t = timed(prefill_program(cfg), "prefill")
         return t.seconds, cfg.batch * cfg.seq, t
     if cfg.task == "decode":
-        t = timed(decode_program(cfg, cfg.seq))
+        t = timed(decode_program(cfg, cfg.seq), "decode")
         return t.seconds, cfg.batch, t
-    first = timed(prefill_program(cfg))
+    first = timed(prefill_program(cfg), "prefill")
     steps = max(cfg.new_tokens - 1, 0)
-    decode = timed(decode_program(cfg, cfg.seq + steps // 2)) if steps else None
+    decode = timed(decode_program(cfg, cfg.seq + steps // 2), "decode") if steps else None
     total = first.seconds + (steps * decode.seconds if decode else 0.0)
     return total, cfg.batch * cfg.new_tokens, (decode if decode and steps * decode.seconds > first.seconds else first)

@@ -44,23 +44,32 @@ class StepTime:
 class Rates:
     """What a device reaches: products by shape, copy bandwidth, per-kernel costs."""
 
-    def __init__(self, hw: HardwareSpec, profile: MeasuredProfile | None, dtype: str, training: bool):
+    def __init__(self, hw: HardwareSpec, profile: MeasuredProfile | None, dtype: str, mode: str):
         self.hw, self.profile, self.dtype = hw, profile, dtype
         self.assumptions = []
         peak = hw.peak_flops.get(dtype)
         self.peak = (profile.peak_rate(dtype) if profile else None) or (peak.value if peak else None)
         self.bandwidth = (profile.copy_bandwidth() if profile else None) or (
             hw.memory_bandwidth_bytes_per_s.value if hw.memory_bandwidth_bytes_per_s else None)
+        kernels = profile.memory_kernels if profile else None
+        self.elementwise = kernels.elementwise_bytes_per_s if kernels else self.bandwidth
+        self.cat = kernels.cat_bytes_per_s if kernels else self.bandwidth
         if self.peak is None or self.bandwidth is None:
             raise ValueError(f"hardware '{hw.name}' has no {dtype} peak or memory bandwidth")
         launch = profile.launch if profile else None
         self.kernel_floor = launch.gpu_kernel_s if launch else 0.0
-        self.host_per_kernel = (launch.hf_train_host_per_kernel_s if training else launch.hf_forward_host_per_kernel_s) if launch else 0.0
+        per_kernel = {"train": "hf_train_host_per_kernel_s", "prefill": "hf_forward_host_per_kernel_s",
+                      "decode": "hf_decode_host_per_kernel_s"}
+        self.host_per_kernel = (getattr(launch, per_kernel[mode]) or launch.hf_forward_host_per_kernel_s) if launch else 0.0
         if profile is None:
             self.assumptions.append(f"no measured profile of {hw.name}: datasheet peaks, no launch costs (a lower bound)")
 
     def product(self, m: int, n: int, k: int) -> float:
         rate = self.profile.matmul_rate(m, n, k, self.dtype) if self.profile else None
+        return rate or self.peak
+
+    def attention(self, cost: OpCost) -> float:
+        rate = self.profile.attention_rate(cost.head_dim, cost.masked, cost.name.endswith(".bwd")) if self.profile else None
         return rate or self.peak
 
 
@@ -80,9 +89,12 @@ def kernel_seconds(cost: OpCost, rates: Rates, dtype_bytes: int) -> tuple[float,
     elif cost.kind == "flops":
         flops = cost.flops
         compute = flops / rates.peak
+    elif cost.kind == "attention":
+        flops = cost.flops
+        compute = flops / rates.attention(cost)
     else:
         flops, compute = 0.0, 0.0
-    memory = cost.bytes / rates.bandwidth
+    memory = cost.bytes / (rates.cat if cost.kind == "cat" else rates.elementwise if cost.kind == "memory" else rates.bandwidth)
     floor = rates.kernel_floor * cost.kernels
     seconds = max(compute, memory, floor)
     bound = "compute" if seconds == compute and compute > 0 else "memory" if seconds == memory else "launch"
@@ -90,10 +102,11 @@ def kernel_seconds(cost: OpCost, rates: Rates, dtype_bytes: int) -> tuple[float,
 
 
 def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | None, dtype: str,
-              dtype_bytes: int, training: bool) -> StepTime:
+              dtype_bytes: int, mode: str) -> StepTime:
     """The step's time: every kernel of the program's steady-state step, layers repeated. `dtype`
-    (bf16, fp16, fp32) picks the measured products; `dtype_bytes` turns operand bytes into shapes."""
-    rates = Rates(hw, profile, dtype, training)
+    (bf16, fp16, fp32) picks the measured products; `dtype_bytes` turns operand bytes into shapes;
+    `mode` (train, prefill, decode) the host's cost per kernel."""
+    rates = Rates(hw, profile, dtype, mode)
     agg: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, defaultdict(float)])
     gpu = launches = 0.0
     by_phase: dict[str, float] = defaultdict(float)

@@ -36,13 +36,15 @@ class OpCost:
     roofline recovers m, n and k with the compute dtype; attention carries its FLOPs."""
 
     name: str
-    kind: str  # "matmul" (shape from operands) | "flops" (explicit arithmetic) | "memory"
+    kind: str  # "matmul" (shape from operands) | "flops" | "attention" (explicit arithmetic) | "cat" | "memory"
     bytes: int
     flops: float = 0.0
     operands: tuple[int, ...] = ()
     passes: int = 1  # products of the operands' size: a matmul's backward makes two
     backward_flops: float = 2.0  # a "flops" op's backward arithmetic, as a multiple of its forward's
     kernels: int = 1  # launches it stands for (an optimizer step's many)
+    head_dim: int = 0  # attention: the kernel's head dim, and whether it takes a mask (bias)
+    masked: bool = False
 
 
 @dataclass(eq=False)
@@ -125,7 +127,8 @@ class Tape:
 
     # -- forward ----------------------------------------------------------------------------
     def op(self, name: str, inputs: list[T], out_nbytes: int, saves=(), recipe=None, extra_outputs=(),
-           kind: str = "memory", flops: float = 0.0, category: str = ACTIVATIONS, backward_flops: float = 2.0):
+           kind: str = "memory", flops: float = 0.0, category: str = ACTIVATIONS, backward_flops: float = 2.0,
+           head_dim: int = 0, masked: bool = False):
         """Run an op: allocate its output (and extra, non-differentiable outputs such as a
         logsumexp), recording a node that keeps `saves` when grad flows through it, and the
         kernel's work: `kind` matmul (x @ w: inputs[0], inputs[1]), flops (`flops` of arithmetic,
@@ -140,7 +143,7 @@ class Tape:
         extras = [self.new(f"{name}.{i}", n) for i, n in enumerate(extra_outputs)]
         moved = sum({id(x.storage): x.nbytes for x in inputs}.values()) + out_nbytes + sum(extra_outputs)
         operands = (inputs[0].nbytes, inputs[1].nbytes, out_nbytes) if kind == "matmul" else ()
-        self.last_cost = OpCost(name, kind, moved, flops, operands, 1, backward_flops)
+        self.last_cost = OpCost(name, kind, moved, flops, operands, 1, backward_flops, 1, head_dim, masked)
         self.events.append((self.last_cost, COST, 0))
         self._record(name, inputs, out, saves, recipe, self.last_cost)
         return (out, *extras) if extras else out
@@ -215,7 +218,8 @@ class Tape:
         # A product's backward makes one product per operand that needs a gradient (x, w).
         passes = sum(1 for st in node.recipe if st[0] == "grad" and st[1] < 2 and node.inputs[st[1]].requires_grad)
         cost = OpCost(f"{node.name}.bwd", kind, moved, fwd.backward_flops * fwd.flops if fwd is not None else 0.0,
-                      fwd.operands if fwd is not None else (), passes if kind == "matmul" else 1)
+                      fwd.operands if fwd is not None else (), passes if kind == "matmul" else 1,
+                      head_dim=fwd.head_dim if fwd is not None else 0, masked=fwd.masked if fwd is not None else False)
         self.events.append((cost, COST, 0))
 
     def _accumulate(self, pending: dict[int, T], x: T, g: T) -> None:

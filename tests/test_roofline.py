@@ -38,7 +38,8 @@ def test_every_kernel_of_a_step_is_on_the_program_and_memory_walks_ignore_them()
     costs = [ev[0] for seg in prog.segments for ev in seg.events if ev[1] == COST]
     names = {c.name for c in costs}
     assert {"q_proj", "q_proj.bwd", "lm_head", "optimizer.step"} <= names
-    assert any(c.kind == "flops" and c.name.startswith("sdpa.") for c in costs)
+    assert any(c.kind == "attention" and c.name.startswith("sdpa.") and c.head_dim == 64 for c in costs)
+    assert any(c.kind == "cat" and c.name == "rope.cat" for c in costs)
 
 
 def test_a_long_prefill_is_compute_bound_and_twice_the_batch_takes_twice_as_long():

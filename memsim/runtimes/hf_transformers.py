@@ -141,7 +141,7 @@ def rope(tp: Tape, x: T, cos: T, sin: T, out_nbytes: int | None = None) -> T:
     x1 = tp.view("rope.x1", x, half, recipe=(("grad", 0, full),))  # slice backward: zeros + copy
     x2 = tp.view("rope.x2", x, half, recipe=(("grad", 0, full),))
     neg = tp.op("rope.neg", [x2], half, (), (("grad", 0),))
-    rot = tp.op("rope.cat", [neg, x1], x.nbytes, (), (("pass", 0), ("pass", 1)))
+    rot = tp.op("rope.cat", [neg, x1], x.nbytes, (), (("pass", 0), ("pass", 1)), kind="cat")
     tp.drop(neg, x1, x2)
     b = ops.mul(tp, "rope.mul_sin", rot, sin, full)
     tp.drop(rot)
@@ -197,7 +197,7 @@ def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
         inputs = [new] if old is None else [old, new]
         # A promoted input's gradient is cast back to its dtype (a new tensor), others pass through.
         recipe = tuple(("pass", j) if x is old or x.nbytes == k.nbytes else ("grad", j) for j, x in enumerate(inputs))
-        t = tp.op("cache.cat", inputs, kv_bytes, (), recipe, category=KV_CACHE)
+        t = tp.op("cache.cat", inputs, kv_bytes, (), recipe, category=KV_CACHE, kind="cat")
         if old is not None:
             olds.append(old)
             if not sh.window:
@@ -241,7 +241,7 @@ def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, bias: T | None = None
     causal = bias is None and sh.past == 0 and s > 1
     flops = 4 * b * hq * s * sh.kv_len * hd * (0.5 if causal else 1.0)
     out, lse, seed, offset = tp.op(f"sdpa.{kernel}", [q, k, v], out_bytes, extra_outputs=(lse_bytes, 8, 8),
-                                   kind="flops", flops=flops, backward_flops=2.5)
+                                   kind="attention", flops=flops, backward_flops=2.5, head_dim=hd, masked=bias is not None)
     recipe = (("grad", 0), ("grad", 1), ("grad", 2)) + tuple(ops.ws(n) for n in workspace)
     saved = [q, k, v] + ([bias] if bias is not None else []) + [out, lse, seed, offset]
     tp.record(f"sdpa.{kernel}", [q, k, v], out, saved, recipe, tp.last_cost)
