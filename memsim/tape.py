@@ -215,10 +215,13 @@ class Tape:
         moved = grad_out.nbytes + sum(t.nbytes for t in node.saved) + sum(g.nbytes for _, g in produced)
         fwd = node.cost
         kind = fwd.kind if fwd is not None else "memory"
-        # A product's backward makes one product per operand that needs a gradient (x, w).
+        # A product's backward makes one product per operand that needs a gradient (x, w); any
+        # backward launches a kernel per gradient it computes and per temporary it fills.
         passes = sum(1 for st in node.recipe if st[0] == "grad" and st[1] < 2 and node.inputs[st[1]].requires_grad)
+        launches = sum(1 for st in node.recipe if st[0] == "tmp" or (st[0] == "grad" and node.inputs[st[1]].requires_grad))
         cost = OpCost(f"{node.name}.bwd", kind, moved, fwd.backward_flops * fwd.flops if fwd is not None else 0.0,
                       fwd.operands if fwd is not None else (), passes if kind == "matmul" else 1,
+                      kernels=max(launches, 1) if kind != "attention" else 1 + len(node.recipe) - 3,
                       head_dim=fwd.head_dim if fwd is not None else 0, masked=fwd.masked if fwd is not None else False)
         self.events.append((cost, COST, 0))
 
