@@ -1,12 +1,13 @@
 """Time on the roofline: every kernel of a Program (the OpCost events its tapes record) timed on a
 device, and the step's time with what bounds it.
 
-A kernel takes the longest of its arithmetic at the rate a product of its shape reaches (measured:
-memsim calibrate), its bytes at the device's copy bandwidth (measured), and the device time of a
-tiny kernel. Eager PyTorch also spends host time per kernel (Python modules, the dispatcher,
-autograd), measured on a small transformers decoder; the host runs ahead of the GPU, so a step takes
-the longer of the two sums. Without a measured profile the datasheet's peaks stand in, which makes
-the answer a lower bound.
+A kernel takes the longest of: its arithmetic at the rate measured for its kind (a product of the
+nearest calibrated shape; SDPA by head dim, mask and direction), its bytes at the bandwidth
+measured for its kind (elementwise, cat, copy), and the device time of a tiny kernel (all from
+`memsim calibrate`). Eager PyTorch also spends host time per kernel (Python modules, the
+dispatcher, autograd), measured on a small transformers decoder for forward, train and decode
+steps; the host runs ahead of the GPU, so a step takes the longer of the two sums. Without a
+measured profile the datasheet's peaks stand in, and the time is a lower bound.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .calibration import MeasuredProfile
 from .hardware import HardwareSpec
 from .program import Program
 from .tape import COST, OpCost
+
 
 @dataclass
 class KernelTime:
@@ -42,7 +44,7 @@ class StepTime:
 
 
 class Rates:
-    """What a device reaches: products by shape, copy bandwidth, per-kernel costs."""
+    """What a device reaches, by kernel kind, and what a kernel costs the GPU and the host."""
 
     def __init__(self, hw: HardwareSpec, profile: MeasuredProfile | None, dtype: str, mode: str):
         self.hw, self.profile, self.dtype = hw, profile, dtype
