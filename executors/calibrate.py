@@ -108,7 +108,9 @@ def attention(progress=lambda msg: None) -> list[dict]:
 def memory_kernels(progress=lambda msg: None) -> dict:
     """Bandwidths of the memory-bound kernels a decoder runs most: an elementwise product (bf16,
     three tensors' bytes) and torch.cat along the token dim of [b, h, tokens, d] (a KV cache's
-    growth by one token: the whole cache read and written)."""
+    growth by one token: the whole cache read and written). Contiguous inputs: transformers' cats
+    take strided ones (a cropped cache, a transposed K), which the kernel-level profiles show run
+    at a quarter of this; measuring those is the next step."""
     progress("memory kernels")
     n = 2**28
     a, b = (torch.randn(n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
@@ -120,6 +122,30 @@ def memory_kernels(progress=lambda msg: None) -> dict:
     t = _cuda_median(lambda: torch.cat([cache, new], dim=-2), reps=10)
     cat = (2 * cache.nbytes + 2 * new.nbytes) / t
     return dict(elementwise_bytes_per_s=elementwise, cat_bytes_per_s=cat)
+
+
+SECTIONS = ("matmul", "attention", "memory_kernels", "device_copy", "transfer", "disk", "launch")
+
+
+def update(profile: MeasuredProfile, sections, disk_folder: str | None = None, progress=lambda msg: None) -> MeasuredProfile:
+    """Measure `sections` again on this device and replace them in `profile` (same device only)."""
+    from .run import provenance
+
+    if not torch.cuda.is_available():
+        from memsim.errors import InputError
+
+        raise InputError("calibrate: needs a CUDA device (torch.cuda.is_available() is False here)")
+    prov = provenance(True)
+    if prov.device != profile.provenance.device:
+        from memsim.errors import InputError
+
+        raise InputError(f"calibrate --update: the profile is of '{profile.provenance.device}', this device is '{prov.device}'")
+    run = {"matmul": lambda: matmuls(progress=progress), "attention": lambda: attention(progress),
+           "memory_kernels": lambda: memory_kernels(progress), "device_copy": lambda: device_copies(progress),
+           "transfer": lambda: transfers(progress=progress), "disk": lambda: disk(disk_folder, progress),
+           "launch": lambda: launches(progress)}
+    fields = {name: run[name]() for name in sections}
+    return MeasuredProfile(**{**profile.model_dump(), **fields, "provenance": prov.model_dump()})
 
 
 def device_copies(progress=lambda msg: None) -> list[dict]:

@@ -322,16 +322,32 @@ def calibrate(
     out_path: Optional[str] = typer.Option(None, "--out", "-o", help="the YAML to write; default hardware/measured/<name>.yaml"),
     quick: bool = typer.Option(False, help="bf16 products only, no disk"),
     disk_folder: Optional[str] = typer.Option(None, "--disk-folder", help="where the disk benchmark writes its file"),
+    update_path: Optional[str] = typer.Option(None, "--update", help="a profile of this device to measure again, in part (--only)"),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="with --update: the sections to measure again"),
 ):
-    """Microbenchmark this machine's GPU (matrix products by shape and dtype, copy bandwidth,
-    host-device transfers pinned and pageable, disk) and write a measured profile."""
+    """Microbenchmark this machine's GPU (matrix products by shape and dtype, attention, memory
+    kernels, copy bandwidth, host-device transfers pinned and pageable, disk, launch costs) and
+    write a measured profile."""
     from pathlib import Path
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     def go():
+        from .executors.calibrate import SECTIONS
         from .executors.calibrate import calibrate as run
 
+        if update_path:
+            from .calibration import MeasuredProfile
+            from .executors.calibrate import update
+
+            bad = sorted(set(only or ()) - set(SECTIONS))
+            if not only or bad:
+                raise InputError(f"--only: give sections to measure again from {', '.join(SECTIONS)}" + (f" (not {', '.join(bad)})" if bad else ""))
+            profile = update(MeasuredProfile.from_path(update_path), only, disk_folder)
+            Path(out_path or update_path).write_text(profile.to_yaml())
+            _show_calibration(profile)
+            out.print(f"profile: {out_path or update_path} ({', '.join(only)} measured again)")
+            return
         if base:
             load_hardware(base)  # a one-line error before minutes of benchmarks
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
