@@ -60,3 +60,10 @@ def test_calibrate_without_a_gpu_is_a_one_line_error():
         pytest.skip("this machine has a GPU")
     r = CliRunner().invoke(app, ["calibrate", "--out", "/dev/null"])
     assert r.exit_code == 2 and "needs a CUDA device" in r.output
+
+
+def test_update_names_the_sections_it_can_measure_again():
+    r = CliRunner().invoke(app, ["calibrate", "--update", str(H100), "--only", "matmuls"])
+    assert r.exit_code == 2 and "memory_kernels" in r.output and "not matmuls" in r.output
+    r = CliRunner().invoke(app, ["calibrate", "--update", str(H100)])
+    assert r.exit_code == 2 and "--only" in r.output
