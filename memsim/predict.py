@@ -126,26 +126,29 @@ def predict_time(workload: Workload | dict):
     largest part)."""
     from .catalog import load_measured
     from .roofline import step_time
+    from .tape import recording_costs
     from .runtimes.hf_steps import decode_program, prefill_program
 
     w = workload if isinstance(workload, Workload) else Workload.parse(workload)
     cfg = step_config(w)
     hw, profile = load_hardware(w.hardware), load_measured(w.hardware)
 
-    def timed(program, mode):
+    def timed(build, mode):
+        with recording_costs():
+            program = build()
         return step_time(program, hw, profile, w.precision.compute, cfg.dtype_bytes, mode)
 
     if cfg.task == "train":
-        t = timed(build_program(cfg), "train")
+        t = timed(lambda: build_program(cfg), "train")
         return t.seconds, cfg.batch * cfg.seq, t
     if cfg.task == "prefill":
-        t = timed(prefill_program(cfg), "prefill")
+        t = timed(lambda: prefill_program(cfg), "prefill")
         return t.seconds, cfg.batch * cfg.seq, t
     if cfg.task == "decode":
-        t = timed(decode_program(cfg, cfg.seq), "decode")
+        t = timed(lambda: decode_program(cfg, cfg.seq), "decode")
         return t.seconds, cfg.batch, t
-    first = timed(prefill_program(cfg), "prefill")
+    first = timed(lambda: prefill_program(cfg), "prefill")
     steps = max(cfg.new_tokens - 1, 0)
-    decode = timed(decode_program(cfg, cfg.seq + steps // 2), "decode") if steps else None
+    decode = timed(lambda: decode_program(cfg, cfg.seq + steps // 2), "decode") if steps else None
     total = first.seconds + (steps * decode.seconds if decode else 0.0)
     return total, cfg.batch * cfg.new_tokens, (decode if decode and steps * decode.seconds > first.seconds else first)

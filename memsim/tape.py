@@ -13,6 +13,8 @@ simulator only sums those. Storages are reference counted like PyTorch's: views 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
 
 # Breakdown categories: the report's contract.
@@ -27,6 +29,18 @@ CATEGORIES = (WEIGHTS, GRADIENTS, OPTIMIZER, ACTIVATIONS, KV_CACHE, TEMPORARIES,
 
 Event = tuple[int, str, int]  # (bytes, category, +1 alloc / -1 free); a kernel's work: (OpCost, COST, 0)
 COST = "op"  # the category of a cost event; memory walks skip events whose sign is 0
+_RECORD_COSTS = contextvars.ContextVar("memsim_record_costs", default=False)
+
+
+@contextlib.contextmanager
+def recording_costs():
+    """Tapes made inside record their kernels' work (for the roofline); others, memory only, which
+    keeps a memory prediction as fast as it was."""
+    token = _RECORD_COSTS.set(True)
+    try:
+        yield
+    finally:
+        _RECORD_COSTS.reset(token)
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,7 @@ class Tape:
     events: list[Event] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     last_cost: OpCost | None = None
+    costs: bool = field(default_factory=_RECORD_COSTS.get)  # record kernels' work (recording_costs)
 
     # -- storages ----------------------------------------------------------------------------
     def new(self, name: str, nbytes: int, category: str = ACTIVATIONS) -> T:
@@ -141,10 +156,11 @@ class Tape:
         """
         out = self.new(name, out_nbytes, category)
         extras = [self.new(f"{name}.{i}", n) for i, n in enumerate(extra_outputs)]
-        moved = sum({id(x.storage): x.nbytes for x in inputs}.values()) + out_nbytes + sum(extra_outputs)
-        operands = (inputs[0].nbytes, inputs[1].nbytes, out_nbytes) if kind == "matmul" else ()
-        self.last_cost = OpCost(name, kind, moved, flops, operands, 1, backward_flops, 1, head_dim, masked)
-        self.events.append((self.last_cost, COST, 0))
+        if self.costs:
+            moved = sum({id(x.storage): x.nbytes for x in inputs}.values()) + out_nbytes + sum(extra_outputs)
+            operands = (inputs[0].nbytes, inputs[1].nbytes, out_nbytes) if kind == "matmul" else ()
+            self.last_cost = OpCost(name, kind, moved, flops, operands, 1, backward_flops, 1, head_dim, masked)
+            self.events.append((self.last_cost, COST, 0))
         self._record(name, inputs, out, saves, recipe, self.last_cost)
         return (out, *extras) if extras else out
 
@@ -158,7 +174,7 @@ class Tape:
     def record(self, name: str, inputs: list[T], out: T, saves, recipe, cost: OpCost | None = None) -> None:
         """Record a node for an output allocated separately (ops with several outputs, ops
         saving their own output: `cost` is then that op's, tp.last_cost; in-place ops)."""
-        if cost is None and name != getattr(self.last_cost, "name", None):  # in place: a kernel of its own
+        if self.costs and cost is None and name != getattr(self.last_cost, "name", None):  # in place: a kernel of its own
             cost = OpCost(name, "memory", 2 * out.nbytes)
             self.events.append((cost, COST, 0))
         self._record(name, inputs, out, saves, recipe, cost or self.last_cost)
@@ -200,7 +216,8 @@ class Tape:
                 else:
                     nbytes = step[2] if len(step) > 2 else x.nbytes
                     produced.append((x, self.new(f"grad.{x.name}", nbytes, TEMPORARIES)))
-            self._backward_cost(node, grad_out, produced)
+            if self.costs:
+                self._backward_cost(node, grad_out, produced)
             self.drop(*temps)
             self.drop(grad_out)
             self.drop(*node.saved)

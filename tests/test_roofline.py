@@ -7,7 +7,7 @@ from memsim.cli import app
 from memsim.predict import predict_time, step_config
 from memsim.roofline import _shape
 from memsim.runtimes.hf_steps import build_program
-from memsim.tape import COST, OpCost, Tape
+from memsim.tape import COST, OpCost, Tape, recording_costs
 from memsim.workload import Workload
 
 H100 = dict(hardware="h100-sxm-80gb")
@@ -20,7 +20,7 @@ def test_a_products_shape_comes_back_from_its_operands():
 
 def test_backward_of_a_frozen_weight_is_one_product_and_of_a_trained_one_two():
     def passes(weight_trainable: bool) -> int:
-        tp = Tape()
+        tp = Tape(costs=True)
         x = tp.incoming("x", 64 * 32 * 2, requires_grad=True)
         w = tp.external("w", 16 * 32 * 2, requires_grad=weight_trainable, leaf=True)
         from memsim import ops
@@ -34,7 +34,9 @@ def test_backward_of_a_frozen_weight_is_one_product_and_of_a_trained_one_two():
 
 def test_every_kernel_of_a_step_is_on_the_program_and_memory_walks_ignore_them():
     cfg = step_config(Workload.parse(dict(model="tinyllama-1.1b", batch=1, seq=256, **H100)))
-    prog = build_program(cfg)
+    assert not any(ev[1] == COST for seg in build_program(cfg).segments for ev in seg.events)  # memory only
+    with recording_costs():
+        prog = build_program(cfg)
     costs = [ev[0] for seg in prog.segments for ev in seg.events if ev[1] == COST]
     names = {c.name for c in costs}
     assert {"q_proj", "q_proj.bwd", "lm_head", "optimizer.step"} <= names

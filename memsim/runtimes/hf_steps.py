@@ -271,8 +271,8 @@ def _train(cfg: StepConfig) -> Program:
     else:
         prog.add("optimizer", [(cost.step_temp_bytes, TEMPORARIES, 1), (cost.step_temp_bytes, TEMPORARIES, -1)])
     moved, launches = step_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
-    prog.add("optimizer", [(OpCost("optimizer.step", "memory", moved, kernels=launches), COST, 0),
-                           (trainable.total(), GRADIENTS, -1)])
+    step = [(OpCost("optimizer.step", "memory", moved, kernels=launches), COST, 0)] if tp0.costs else []
+    prog.add("optimizer", step + [(trainable.total(), GRADIENTS, -1)])
     return prog
 
 
