@@ -82,11 +82,13 @@ def predict(workload: Workload | dict) -> Report:
     program = build_program(cfg)
     peak = simulate(program)
     capacity = hw.usable_bytes
+    room = capacity - CUDA_CONTEXT_BYTES
     # The caching allocator's segments (allocator.py), under the device's limit: near it, the
     # allocator releases what it caches and retries, and the verdict is whether that suffices.
-    allocator = replay(program, limit=capacity - CUDA_CONTEXT_BYTES, steps=VERDICT_STEPS)
-    fits = allocator.fits
-    reserved = allocator.peak_reserved
+    # Where it does not fit, the figures are what the step would need (a replay without limit).
+    limited = replay(program, limit=room, steps=VERDICT_STEPS) if peak.bytes <= room else None
+    fits = limited is not None and limited.fits
+    reserved = limited.peak_reserved if fits else replay(program).peak_reserved
     device = device_estimate(reserved)
     return Report(
         fits=fits,
