@@ -38,6 +38,9 @@ class Arch:
     logits_post: Callable = same
     # number of 8-byte tensors a DynamicCache built from the config allocates (model) -> int
     cache_scalars: Callable = lambda m: 0
+    # (tp, sh) -> mask or None: a mask the model's forward builds that no layer uses, alive until
+    # the forward returns (Qwen2-MoE's sliding-window mask)
+    unused_masks: Callable = lambda tp, sh: None
 
 
 LLAMA = Arch()

@@ -12,7 +12,8 @@ What differs, and what it costs in memory:
 - attn_logit_softcapping: eager_attention_forward divides the scores, takes tanh (saving its output)
   and multiplies back; the sdpa path drops `softcap` (integrations/sdpa_attention.py ignores it).
 - final_logit_softcapping: the same three ops on the full-vocabulary logits.
-- layer_types alternate sliding and full attention (Gemma2Config.__post_init__). A sliding layer
+- layer_types alternate sliding and full attention (Gemma2Config.__post_init__); the sliding
+  layers' semantics, shared with any model that has them, are in sliding_window.py. A sliding layer
   gets masking_utils.create_sliding_window_causal_mask's mask: for SDPA it is None (is_causal) only
   while the key length is below the window, else a boolean [1, 1, q, kv] mask that
   sdpa_attention_forward passes with K/V repeated per head (see hf.masked_sdpa_attention). Its cache
@@ -22,16 +23,12 @@ What differs, and what it costs in memory:
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .. import ops
-from ..model import ModelSpec
 from ..tape import WEIGHTS, T, Tape
 from . import hf_transformers as hf
 from .hf_arch import FULL, Arch
-from .hf_transformers import FP32, INT64, Shapes
-
-SLIDING = "sliding_attention"
+from .hf_transformers import FP32, Shapes
+from .sliding_window import SLIDING, layer_shapes, sliding_mask, sliding_window_scalars
 
 
 # -- Gemma2RMSNorm.forward ---------------------------------------------------------------------
@@ -118,59 +115,6 @@ def masks(tp: Tape, sh: Shapes) -> dict[str, T | None]:
     return {FULL: hf.causal_mask(tp, sh), SLIDING: sliding_mask(tp, layer_shapes(sh, SLIDING))}
 
 
-def sliding_mask(tp: Tape, sh: Shapes) -> T | None:
-    """masking_utils.sdpa_mask with sliding_window_causal_mask_function: for SDPA, None while the key
-    length is below the window (_ignore_causal_mask_sdpa with local_size), else the boolean
-    [1, 1, q, kv] result of and_masks(window overlay, causal), expanded over the batch; eager turns
-    it into an additive [b, 1, q, kv] mask in the model dtype (eager_mask's torch.where)."""
-    if sh.attention != "eager" and sh.kv_len < sh.model.sliding_window:
-        return None
-    n = sh.seq * sh.kv_len
-    # and_mask: result = ones(()) & overlay; result = result & causal: two [q, kv] terms, two results.
-    overlay = tp.new("mask.window", n)
-    first = tp.new("mask.and", n)
-    tp.drop(overlay)
-    causal = tp.new("mask.causal", n)
-    keep = tp.new("mask.and", n)
-    tp.drop(causal, first)
-    if sh.attention != "eager":
-        return keep
-    mask = tp.new("mask.additive", sh.batch * n * sh.dtype_bytes)
-    tp.drop(keep)
-    return mask
-
-
-# -- DynamicSlidingWindowLayer ---------------------------------------------------------------------
-def layer_shapes(sh: Shapes, layer_type: str) -> Shapes:
-    """A sliding layer attends to the last W-1 cached tokens plus the new ones (get_mask_sizes; update
-    returns cat([kept, new]))."""
-    if layer_type != SLIDING:
-        return sh
-    w = sh.model.sliding_window
-    return replace(sh, past=min(sh.past, w - 1), window=w)
-
-
-def allocates_like_full(sh: Shapes, masks: dict) -> bool:
-    """Whether this step's sliding layers allocate what its full ones do: no cache to grow yet (the
-    sliding cache's update order and window only matter past the prompt) and masks of one size."""
-    size = {kind: mask.nbytes if mask is not None else 0 for kind, mask in masks.items()}
-    return sh.past == 0 and size.get(SLIDING, 0) == size.get(FULL, 0)
-
-
-def cached_tokens(m: ModelSpec, layer_type: str, past: int, from_prefill: bool) -> int:
-    """Tokens a layer's K (or V) storage holds before a forward over `past` cached tokens. A sliding
-    layer keeps a view of the last W-1 tokens of its last cat: after the prompt's prefill that cat
-    held every prompt token; after a decode step, min(past, W)."""
-    if layer_type != SLIDING or from_prefill:
-        return past
-    return min(past, m.sliding_window)
-
-
-def sliding_window_scalars(m: ModelSpec) -> int:
-    """DynamicSlidingWindowLayer.__init__: torch.tensor(sliding_window) (int64), moved to the device."""
-    return sum(t == SLIDING for t in m.layer_types)
-
-
 GEMMA2 = Arch(
     rms_norm=rms_norm,
     decoder_layer=decoder_layer,
@@ -179,4 +123,3 @@ GEMMA2 = Arch(
     logits_post=logits_softcap,
     cache_scalars=sliding_window_scalars,
 )
-CACHE_SCALAR_BYTES = INT64

@@ -27,6 +27,7 @@ from .. import ops
 from ..optimizers import Param
 from ..tape import WEIGHTS, T, Tape
 from . import hf_transformers as hf
+from .hf_arch import Arch
 from .hf_transformers import FP32, INT64, Shapes
 
 INT32 = 4
@@ -61,9 +62,7 @@ def unused_sliding_mask(tp: Tape, sh: Shapes) -> T | None:
     or not; with use_sliding_window false the config sets sliding_window = 0
     (configuration_qwen2_moe.py), which masking_utils cannot skip: the boolean mask is
     materialized (eager: then made additive) and lives in causal_mask_mapping until the model's
-    forward returns. None for other models."""
-    if sh.model.model_type != "qwen2_moe":
-        return None
+    forward returns."""
     if sh.attention == "eager":
         return hf.causal_mask(tp, sh)
     q, kv = sh.seq, sh.kv_len
@@ -257,3 +256,6 @@ def _scale_rows(tp: Tape, rows: T, weights: T, out_nbytes: int) -> T:
     if rows.requires_grad:
         recipe = ([("tmp", out_nbytes)] if out_nbytes != rows.nbytes else []) + [("grad", 0)] + recipe
     return tp.op("experts.weighted", [rows, weights], out_nbytes, _mul_saves(rows, weights), tuple(recipe))
+
+
+QWEN2_MOE = Arch(unused_masks=unused_sliding_mask)

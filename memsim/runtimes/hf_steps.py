@@ -22,7 +22,7 @@ from ..optimizers import Param, Params, optimizer_cost, state_tensors, step_cost
 from ..program import Program
 from ..simulator import cuda_rounded
 from ..tape import ACTIVATIONS, COST, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, OpCost, T, Tape
-from . import autocast, hf_gemma2, hf_moe
+from . import autocast, hf_gemma2, hf_moe, sliding_window
 from . import hf_transformers as hf
 from .hf_arch import FULL, LLAMA, Arch
 from .hf_transformers import FP32, INT64, Shapes
@@ -32,7 +32,7 @@ from ..methods.lora import ADAPTER_BYTES, LoraWeight
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Families whose code departs from Llama's (memsim/runtimes/hf_arch.py).
-ARCHS = {"gemma2": hf_gemma2.GEMMA2}
+ARCHS = {"gemma2": hf_gemma2.GEMMA2, "qwen2_moe": hf_moe.QWEN2_MOE}
 
 
 def _arch(m: ModelSpec) -> Arch:
@@ -192,7 +192,7 @@ def _train(cfg: StepConfig) -> Program:
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
     masks = arch.masks(tp0, sh)
-    sliding = hf_moe.unused_sliding_mask(tp0, sh)
+    sliding = arch.unused_masks(tp0, sh)
     prog.add("forward", tp0.events)
     mark0 = len(tp0.events)
 
@@ -205,7 +205,7 @@ def _train(cfg: StepConfig) -> Program:
     for first, count, block in _layer_runs(cfg, _layer_types(sh, masks)):
         fwd, bwd = [], []
         for ckpt, kind in block:
-            lsh = hf_gemma2.layer_shapes(sh, kind)
+            lsh = sliding_window.layer_shapes(sh, kind)
             f, b, layer_owed, embeds_owed, layer_casts = _train_layer(cfg, lsh, first, ckpt, use_cache, cos, sin, masks[kind])
             fwd, bwd = fwd + f, b + bwd
             owed += count * layer_owed
@@ -309,7 +309,7 @@ def _layer_types(sh: Shapes, masks: dict) -> list[str]:
     m = sh.model
     if not m.layer_types:
         return [FULL] * m.num_layers
-    if hf_gemma2.allocates_like_full(sh, masks):
+    if sliding_window.allocates_like_full(sh, masks):
         return [FULL] * m.num_layers
     return list(m.layer_types)
 
@@ -343,7 +343,7 @@ def _layer_runs(cfg: StepConfig, types: list[str], checkpointing: bool = True) -
 def _cache_scalar_bytes(m: ModelSpec) -> int:
     """The 8-byte tensors a DynamicCache built from the config allocates (sliding layers'
     windows), each its own block."""
-    return _arch(m).cache_scalars(m) * cuda_rounded(hf_gemma2.CACHE_SCALAR_BYTES)
+    return _arch(m).cache_scalars(m) * cuda_rounded(sliding_window.CACHE_SCALAR_BYTES)
 
 
 def _cache_scalars(tp: Tape, m: ModelSpec) -> int:
@@ -416,7 +416,7 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
     masks = arch.masks(tp0, sh)
-    sliding = hf_moe.unused_sliding_mask(tp0, sh)
+    sliding = arch.unused_masks(tp0, sh)
     prog.add(label, tp0.events)
 
     for first, count, block in _layer_runs(cfg, _layer_types(sh, masks), checkpointing=False):
@@ -450,10 +450,10 @@ def _inference_layer(cfg: StepConfig, sh: Shapes, kind: str, first: bool, cos: T
     m = cfg.model
     tp = Tape(grad_enabled=False)
     x = tp.incoming("hidden", sh.hidden_state_bytes)
-    held = hf_gemma2.cached_tokens(m, kind, sh.past, from_prefill=sh.past == cfg.seq)
+    held = sliding_window.cached_tokens(m, kind, sh.past, from_prefill=sh.past == cfg.seq)
     past = Shapes(m, sh.batch, held, sh.dtype_bytes, sh.attention, sm=sh.sm)
     cache = [tp.incoming("cache.k", past.kv_bytes, KV_CACHE), tp.incoming("cache.v", past.kv_bytes, KV_CACHE)] if sh.past else []
-    _layer_forward(cfg, tp, hf_gemma2.layer_shapes(sh, kind), x, tp.external("cos", cos.nbytes), tp.external("sin", sin.nbytes),
+    _layer_forward(cfg, tp, sliding_window.layer_shapes(sh, kind), x, tp.external("cos", cos.nbytes), tp.external("sin", sin.nbytes),
                    cache, tp.external("mask", mask.nbytes) if mask is not None else None)
     if not first:
         tp.drop(x)
@@ -480,11 +480,11 @@ def decode_program(cfg: StepConfig, past: int) -> Program:
 
 def _cache_static(prog: Program, cfg: StepConfig, tokens: int) -> None:
     """The K and V of every layer before a decode step over `tokens` cached ones (sliding layers hold
-    their window: hf_gemma2.cached_tokens), and the cache's own small tensors."""
+    their window: sliding_window.cached_tokens), and the cache's own small tensors."""
     m = cfg.model
     types = m.layer_types or (FULL,) * m.num_layers
     for kind in set(types):
-        held = hf_gemma2.cached_tokens(m, kind, tokens, from_prefill=tokens == cfg.seq)
+        held = sliding_window.cached_tokens(m, kind, tokens, from_prefill=tokens == cfg.seq)
         sh = Shapes(m, cfg.batch, held, cfg.dtype_bytes, cfg.attention, sm=cfg.sm)
         prog.resident("kv cache", [sh.kv_bytes, sh.kv_bytes], KV_CACHE, repeat=types.count(kind))
     prog.static("kv cache", _cache_scalar_bytes(m), KV_CACHE)
