@@ -305,6 +305,17 @@ def roofline(
         out.print(t)
         out.print(f"step: {seconds * 1e3:,.1f} ms ({st.bound}-bound; GPU {st.gpu_seconds * 1e3:,.1f} ms, host "
                   f"{st.host_seconds * 1e3:,.1f} ms) · {tokens / seconds:,.0f} tokens/s")
+        if w.task in ("prefill", "generate", "decode"):
+            from .predict import phase_times
+
+            phases = phase_times(w)
+            if "prefill" in phases:
+                p = phases["prefill"]
+                out.print(f"time to first token: {p.seconds * 1e3:,.1f} ms ({p.bound}-bound) · prefill "
+                          f"{w.batch * w.seq / p.seconds:,.0f} tokens/s")
+            if "decode" in phases:
+                d = phases["decode"]
+                out.print(f"decode: {d.seconds * 1e3:,.2f} ms a step ({d.bound}-bound) · {w.batch / d.seconds:,.0f} tokens/s")
         for a in st.assumptions:
             out.print(f"[yellow]note:[/] {a}")
         if plot_path:

@@ -121,15 +121,14 @@ def _check_moe_lora_targets(model, targets) -> None:
         )
 
 
-def predict_time(workload: Workload | dict):
-    """Step time on the roofline (memsim/roofline.py) with the device's measured profile where one
-    is committed: a train step, a prefill, one decode step; generate is the prefill and then its
-    decode steps, each taken at the mean cache length. Returns (seconds, tokens, StepTime of the
-    largest part)."""
+def phase_times(workload: Workload | dict) -> dict:
+    """Each phase's step on the roofline (memsim/roofline.py), with the device's measured profile
+    where one is committed: {"train": ...}, {"prefill": ...}, {"decode": one step against `seq`
+    cached tokens}; generate: {"prefill": ..., "decode": one step at the mean cache length}."""
     from .catalog import load_measured
     from .roofline import step_time
-    from .tape import recording_costs
     from .runtimes.hf_steps import decode_program, prefill_program
+    from .tape import recording_costs
 
     w = workload if isinstance(workload, Workload) else Workload.parse(workload)
     cfg = step_config(w)
@@ -141,16 +140,23 @@ def predict_time(workload: Workload | dict):
         return step_time(program, hw, profile, w.precision.compute, cfg.dtype_bytes, mode)
 
     if cfg.task == "train":
-        t = timed(lambda: build_program(cfg), "train")
-        return t.seconds, cfg.batch * cfg.seq, t
-    if cfg.task == "prefill":
-        t = timed(lambda: prefill_program(cfg), "prefill")
-        return t.seconds, cfg.batch * cfg.seq, t
+        return {"train": timed(lambda: build_program(cfg), "train")}
     if cfg.task == "decode":
-        t = timed(lambda: decode_program(cfg, cfg.seq), "decode")
-        return t.seconds, cfg.batch, t
-    first = timed(lambda: prefill_program(cfg), "prefill")
-    steps = max(cfg.new_tokens - 1, 0)
-    decode = timed(lambda: decode_program(cfg, cfg.seq + steps // 2), "decode") if steps else None
-    total = first.seconds + (steps * decode.seconds if decode else 0.0)
-    return total, cfg.batch * cfg.new_tokens, (decode if decode and steps * decode.seconds > first.seconds else first)
+        return {"decode": timed(lambda: decode_program(cfg, cfg.seq), "decode")}
+    phases = {"prefill": timed(lambda: prefill_program(cfg), "prefill")}
+    if cfg.task == "generate" and cfg.new_tokens > 1:
+        phases["decode"] = timed(lambda: decode_program(cfg, cfg.seq + (cfg.new_tokens - 1) // 2), "decode")
+    return phases
+
+
+def predict_time(workload: Workload | dict):
+    """(seconds, tokens, StepTime of the phase that takes longest) of one step of the task; for
+    generate, the prefill and its new_tokens - 1 decode steps."""
+    w = workload if isinstance(workload, Workload) else Workload.parse(workload)
+    phases = phase_times(w)
+    steps = {"train": 1, "prefill": 1, "decode": max(w.generate - 1, 1) if w.task == "generate" else 1}
+    spent = {name: st.seconds * steps[name] for name, st in phases.items()}
+    tokens = {"train": w.batch * w.seq, "prefill": w.batch * w.seq, "decode": w.batch,
+              "generate": w.batch * w.generate}[w.task]
+    longest = max(spent, key=spent.get)
+    return sum(spent.values()), tokens, phases[longest]

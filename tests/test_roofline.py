@@ -68,3 +68,14 @@ def test_roofline_cli_lists_kernels_and_plots(tmp_path):
 def test_without_a_measured_profile_the_datasheet_is_a_lower_bound():
     _, _, st = predict_time(dict(model="tinyllama-1.1b", hardware="a100-80gb", batch=2, seq=512))
     assert any("lower bound" in a for a in st.assumptions)
+
+
+def test_generate_is_a_prefill_then_its_decode_steps():
+    from memsim.predict import phase_times
+
+    w = dict(model="qwen2.5-0.5b", task="generate", batch=4, seq=512, generate=9, **H100)
+    phases = phase_times(w)
+    assert set(phases) == {"prefill", "decode"}
+    total, tokens, _ = predict_time(w)
+    assert total == pytest.approx(phases["prefill"].seconds + 8 * phases["decode"].seconds)
+    assert tokens == 4 * 9
