@@ -105,23 +105,62 @@ def attention(progress=lambda msg: None) -> list[dict]:
     return rows
 
 
+def _layout_kernels(n: int) -> dict:
+    """One kernel of each memory layout (memsim.calibration.MEMORY_LAYOUTS) whose main tensor has
+    `n` bytes, as a decoder layer runs it, with the bytes the tape counts for it (each distinct
+    input once, plus the output): {layout: (fn, bytes)}."""
+    bf16, fp32 = torch.bfloat16, torch.float32
+    hidden, heads, head_dim, kv_heads = 4096, 32, 128, 8
+    rows = max(n // (2 * hidden), 1)
+    x = torch.randn(rows, hidden, device="cuda", dtype=bf16)
+    y = torch.randn_like(x)
+    w = torch.randn(hidden, device="cuda", dtype=bf16)
+    x32 = x.float()
+    r32 = torch.randn(rows, 1, device="cuda", dtype=fp32)
+    # RoPE's operands: q as q_proj.view(b, s, h, d).transpose(1, 2), cos broadcast over heads.
+    seq = max(n // (2 * heads * head_dim), 1)
+    q = torch.randn(1, seq, heads, head_dim, device="cuda", dtype=bf16).transpose(1, 2)
+    cos = torch.randn(1, 1, seq, head_dim, device="cuda", dtype=bf16)
+    half = head_dim // 2
+    # A KV cache of n bytes ([b, kv, tokens, d]) grown by one token, and the prefill's cat of a
+    # transposed K into the (empty) cache.
+    tokens = max(n // (2 * 16 * kv_heads * head_dim), 1)
+    cache = torch.randn(16, kv_heads, tokens, head_dim, device="cuda", dtype=bf16)
+    new = torch.randn(16, kv_heads, 1, head_dim, device="cuda", dtype=bf16)
+    k_t = torch.randn(1, seq, heads, head_dim, device="cuda", dtype=bf16).transpose(1, 2)
+    empty = k_t.new_empty(1, heads, 0, head_dim)
+    nb = x.nbytes
+    return {
+        "contiguous": (lambda: x * y, 3 * nb),
+        "broadcast": (lambda: w * x, 2 * nb + w.nbytes),
+        "broadcast_rows": (lambda: x32 * r32, 2 * x32.nbytes + r32.nbytes),
+        "strided": (lambda: q * cos, 2 * q.nbytes + cos.nbytes),
+        "cast": (lambda: x.to(fp32), nb + x32.nbytes),
+        "copy_strided": (lambda: q.contiguous(), 2 * q.nbytes),
+        "reduce": (lambda: x32.mean(-1, keepdim=True), x32.nbytes + r32.nbytes),
+        "cat": (lambda: torch.cat([cache, new], dim=-2), 2 * cache.nbytes + 2 * new.nbytes),
+        "cat_strided": (lambda: torch.cat([-q[..., half:], q[..., :half]], dim=-1), 2 * q.nbytes),
+        "cat_into_empty": (lambda: torch.cat([empty, k_t], dim=-2), 2 * k_t.nbytes),
+    }
+
+
 def memory_kernels(progress=lambda msg: None) -> dict:
-    """Bandwidths of the memory-bound kernels a decoder runs most: an elementwise product (bf16,
-    three tensors' bytes) and torch.cat along the token dim of [b, h, tokens, d] (a KV cache's
-    growth by one token: the whole cache read and written). Contiguous inputs: transformers' cats
-    take strided ones (a cropped cache, a transposed K), which the kernel-level profiles show run
-    at a quarter of this; measuring those is the next step."""
-    progress("memory kernels")
-    n = 2**28
-    a, b = (torch.randn(n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    t = _cuda_median(lambda: a * b, reps=10)
-    elementwise = 3 * 2 * n / t
-    del a, b
-    cache = torch.randn(64, 8, 4096, 128, device="cuda", dtype=torch.bfloat16)
-    new = torch.randn(64, 8, 1, 128, device="cuda", dtype=torch.bfloat16)
-    t = _cuda_median(lambda: torch.cat([cache, new], dim=-2), reps=10)
-    cat = (2 * cache.nbytes + 2 * new.nbytes) / t
-    return dict(elementwise_bytes_per_s=elementwise, cat_bytes_per_s=cat)
+    """Bandwidths of the memory-bound kernels a decoder runs, by layout: TensorIterator runs
+    contiguous same-dtype inputs in its vectorized kernel, and broadcast, strided (RoPE on a
+    transposed q) and dtype-casting ones in slower general kernels; cat of a contiguous cache
+    differs from cat of strided halves. Each at MEMORY_SIZES (its main tensor's bytes: L2-resident
+    up to HBM-bound), bytes counted as the tape counts them (memsim/tape.py: inputs + output)."""
+    from memsim.calibration import MEMORY_SIZES
+
+    layouts, largest = [], {}
+    for n in sorted(MEMORY_SIZES):
+        progress(f"memory kernels {n} B")
+        for layout, (fn, nbytes) in _layout_kernels(n).items():
+            t = _cuda_median(fn, reps=10, inner=20 if n <= 2**25 else 3)
+            layouts.append(dict(layout=layout, bytes=nbytes, seconds=t, bytes_per_s=nbytes / t))
+            largest[layout] = nbytes / t
+        torch.cuda.empty_cache()
+    return dict(elementwise_bytes_per_s=largest["contiguous"], cat_bytes_per_s=largest["cat"], layouts=layouts)
 
 
 SECTIONS = ("matmul", "attention", "memory_kernels", "device_copy", "transfer", "disk", "launch")
@@ -263,8 +302,8 @@ def _hf_host_per_kernel() -> tuple[float, float]:
     prefill(model, ids, cache)
     next_ids = ids[:, -1:]
 
-    def decode():
-        decode_step(model, cache, next_ids, keep_tokens=ids.shape[1])
+    def decode():  # the cache grows a token a call: 64 to 78 tokens, the same kernels
+        decode_step(model, cache, next_ids)
 
     out = []
     for fn in (forward, step, decode):

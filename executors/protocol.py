@@ -42,16 +42,28 @@ def new_cache(model):
 
 
 @torch.no_grad()
-def decode_step(model, cache, next_ids, keep_tokens: int | None = None) -> None:
-    """One new token per sequence against the cache; `keep_tokens` crops the cache back after it,
-    so repeated timed steps all see the same cache length."""
+def decode_step(model, cache, next_ids) -> None:
+    """One new token per sequence against the cache (DynamicLayer.update: cat([keys, new]))."""
     out = model(input_ids=next_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
     del out
-    if keep_tokens is not None and cache.get_seq_length() > keep_tokens:
+
+
+@torch.no_grad()
+def reset_cache(cache, tokens: int) -> None:
+    """Between timed decode steps: the cache cropped back to `tokens`, each layer's K and V made
+    contiguous again, so that every step sees the cache a generate loop's step sees (the previous
+    cat's contiguous output: crop alone leaves a strided view, whose cat runs at a quarter of the
+    bandwidth). Sliding-window layers past their window cannot crop: they grow a token a step."""
+    if cache.get_seq_length() > tokens:
         try:
-            cache.crop(keep_tokens - cache.get_seq_length())  # a negative count: drop that many tokens
+            cache.crop(tokens - cache.get_seq_length())  # a negative count: drop that many tokens
         except RuntimeError:
-            pass  # sliding-window layers past their window cannot crop: the cache grows a token a step
+            pass
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if t is not None and not t.is_contiguous():
+                setattr(layer, name, t.contiguous())
 
 
 @torch.no_grad()

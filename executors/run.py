@@ -94,6 +94,11 @@ class _Steps:
             self.next_ids = out.logits[:, -1, :].argmax(-1)[:, None]
             del out
 
+    def between(self) -> None:
+        """Outside the timed and measured step: a decode step's cache back to `seq` tokens."""
+        if self.cache is not None:
+            protocol.reset_cache(self.cache, self.w.seq)
+
     def __call__(self) -> None:
         task = self.w.task
         if task == "train":
@@ -103,7 +108,7 @@ class _Steps:
                 out = protocol.prefill(self.model, self.ids)
             del out
         elif task == "decode":
-            protocol.decode_step(self.model, self.cache, self.next_ids, keep_tokens=self.w.seq)
+            protocol.decode_step(self.model, self.cache, self.next_ids)
         else:
             protocol.generate(self.model, self.ids, self.w.generate)
 
@@ -158,25 +163,29 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
             torch.cuda.empty_cache()  # the setup's cached segments are not the step's
             for _ in range(warmup):
                 run()
+                run.between()
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
             resident = torch.cuda.memory_allocated()
-            times = []
+            # Peaks per step (reset before each), so that what runs between steps is not counted.
+            times, allocated, reserved = [], 0, 0
             for _ in range(steps):
+                torch.cuda.reset_peak_memory_stats()
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 run()
                 end.record()
                 torch.cuda.synchronize()
                 times.append(start.elapsed_time(end) / 1e3)
+                allocated = max(allocated, torch.cuda.max_memory_allocated())
+                reserved = max(reserved, torch.cuda.max_memory_reserved())
+                run.between()
     except torch.OutOfMemoryError as e:
         del model, opt, run
         return Measurement(fits=False, requested_bytes=requested_bytes(str(e)),
                            peak_allocated_bytes=torch.cuda.max_memory_allocated(),
                            peak_reserved_bytes=torch.cuda.max_memory_reserved(), **meta)
     free, total = torch.cuda.mem_get_info()
-    return Measurement(fits=True, peak_allocated_bytes=torch.cuda.max_memory_allocated(),
-                       peak_reserved_bytes=torch.cuda.max_memory_reserved(), device_bytes=total - free,
+    return Measurement(fits=True, peak_allocated_bytes=allocated, peak_reserved_bytes=reserved, device_bytes=total - free,
                        resident_bytes=resident, step_times_s=times, tokens_per_step=run.tokens, **meta)
 
 
@@ -188,13 +197,15 @@ def _measure_cpu(w, cfg, config, warmup, steps, meta) -> Measurement:
         run.setup()
         for _ in range(warmup):
             run()
-        tr.reset_peak()
+            run.between()
+        tr.reset_peak()  # a decode step's reset_cache copies a layer at a time: below the step's own peak
         resident = tr.live_bytes
         times = []
         for _ in range(steps):
             t0 = time.perf_counter()
             run()
             times.append(time.perf_counter() - t0)
+            run.between()
         if opt is not None and cfg.optimizer_impl != "fused":
             tr.exclude_host([s["step"] for s in opt.state.values() if "step" in s])
     return Measurement(fits=True, peak_allocated_bytes=tr.peak_bytes,  # no caching allocator on the CPU

@@ -22,10 +22,16 @@ from .measurement import Provenance
 # Matrix products [m, k] @ [k, n]: squares, and the products of decoder layers at token counts from
 # one (decode) to a long prefill, for hidden sizes 4096 (7-8B) and 8192 (70B).
 _TOKENS = (1, 16, 128, 1024, 4096, 16384)
-_LAYER_PRODUCTS = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672))  # (k, n)
+# LoRA's adapter products (rank 16) are skinny: (4096, 16) and (16, 4096).
+_LAYER_PRODUCTS = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672), (4096, 16), (16, 4096))  # (k, n)
 MATMUL_SHAPES = tuple((s, s, s) for s in (512, 1024, 2048, 4096, 8192, 16384)) + tuple(
     (m, n, k) for m in _TOKENS for k, n in _LAYER_PRODUCTS
 )
+# Memory-bound kernels by layout (executors/calibrate.py's memory_kernels), each at these sizes of
+# its main tensor: L2-resident (4 MiB), past the L2 (32 MiB), HBM-bound (256 MiB).
+MEMORY_LAYOUTS = ("contiguous", "broadcast", "broadcast_rows", "strided", "cast", "copy_strided", "reduce", "cat",
+                  "cat_strided", "cat_into_empty")
+MEMORY_SIZES = (2**22, 2**25, 2**28)
 TRANSFER_SIZES = tuple(2**20 * 2**i for i in range(13))  # 1 MiB .. 4 GiB: the calibration points
 
 
@@ -70,9 +76,28 @@ class AttentionPoint(BaseModel):
     flops_per_s: float = Field(gt=0)
 
 
+class LayoutPoint(CopyPoint):
+    layout: str
+
+
 class MemoryKernels(BaseModel):
     elementwise_bytes_per_s: float = Field(gt=0)
     cat_bytes_per_s: float = Field(gt=0)
+    layouts: list[LayoutPoint] = []  # by layout and size (profiles from 2026-12 on)
+
+    def bandwidth(self, layout: str, nbytes: float) -> float | None:
+        """Bytes/s of a `layout` kernel moving `nbytes`: log-linear between the calibrated sizes,
+        the end points' outside them; None where the layout was not measured."""
+        pts = sorted((p.bytes, p.bytes_per_s) for p in self.layouts if p.layout == layout)
+        if not pts:
+            return None
+        if nbytes <= pts[0][0]:
+            return pts[0][1]
+        for (n0, r0), (n1, r1) in zip(pts, pts[1:]):
+            if nbytes <= n1:
+                f = math.log(nbytes / n0) / math.log(n1 / n0)
+                return r0 + f * (r1 - r0)
+        return pts[-1][1]
 
 
 class MeasuredProfile(BaseModel):

@@ -243,6 +243,8 @@ def validate(
     only: Optional[list[str]] = typer.Option(None, "--only", help="run only these case ids"),
     plot_path: Optional[str] = typer.Option(None, "--plot", help="the plot's PNG; default beside the results"),
     no_run: bool = typer.Option(False, "--no-run", help="run nothing: compare the results already in --out with today's predictions"),
+    hardware: Optional[str] = typer.Option(None, "--hardware", "-H", help="run the suite on this device instead of the suite's "
+                                           "(its name names the results: data/validation/<hardware>.jsonl)"),
 ):
     """Run each case for real in a fresh process, append results as they land (a rerun resumes), then
     print predicted against measured and plot it."""
@@ -253,7 +255,7 @@ def validate(
     def go():
         if device not in ("auto", "cuda", "cpu"):
             raise InputError(f"--device: '{device}' is not one of auto, cuda, cpu")
-        spec, cases = v.load_suite(suite)
+        spec, cases = v.load_suite(suite, hardware)
         if only:
             unknown = sorted(set(only) - {c.id for c in cases})
             if unknown:

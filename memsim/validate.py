@@ -65,7 +65,8 @@ class CaseSpec(BaseModel):
     boundary: Literal["batch"] | None = None
 
 
-def load_suite(path: str | Path) -> tuple[Suite, list[Case]]:
+def load_suite(path: str | Path, hardware: str | None = None) -> tuple[Suite, list[Case]]:
+    """The suite's cases; `hardware` runs them on another device (its name then names the suite)."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except OSError as e:
@@ -76,6 +77,12 @@ def load_suite(path: str | Path) -> tuple[Suite, list[Case]]:
         suite = Suite(**raw) if isinstance(raw, dict) else Suite(name="", cases=[])
     except ValidationError as e:
         raise InputError(f"suite '{path}': {first_error(e)}") from None
+    if hardware:
+        try:
+            load_hardware(hardware)
+        except InputError as e:
+            raise InputError(f"--hardware: {e}") from None
+        suite = suite.model_copy(update={"hardware": hardware, "name": hardware})
     cases: list[Case] = []
     for i, item in enumerate(suite.cases):
         try:
