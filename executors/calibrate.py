@@ -42,6 +42,24 @@ def _cuda_median(fn, reps: int, warmup: int = 2, inner: int = 1) -> float:
     return statistics.median(times)
 
 
+def _graph_median(fn, reps: int, inner: int) -> float:
+    """Device seconds of one fn() call: `inner` calls captured in a CUDA graph, its replays timed
+    (a small kernel launched from Python would time the host's issue rate, not the GPU)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(inner):
+            fn()
+    seconds = _cuda_median(graph.replay, reps) / inner
+    del graph
+    return seconds
+
+
 def _host_median(fn, reps: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
@@ -149,14 +167,15 @@ def memory_kernels(progress=lambda msg: None) -> dict:
     contiguous same-dtype inputs in its vectorized kernel, and broadcast, strided (RoPE on a
     transposed q) and dtype-casting ones in slower general kernels; cat of a contiguous cache
     differs from cat of strided halves. Each at MEMORY_SIZES (its main tensor's bytes: L2-resident
-    up to HBM-bound), bytes counted as the tape counts them (memsim/tape.py: inputs + output)."""
+    up to HBM-bound), bytes counted as the tape counts them (memsim/tape.py: inputs + output),
+    timed in CUDA graphs: device time, without the host's launch gaps."""
     from memsim.calibration import MEMORY_SIZES
 
     layouts, largest = [], {}
     for n in sorted(MEMORY_SIZES):
         progress(f"memory kernels {n} B")
         for layout, (fn, nbytes) in _layout_kernels(n).items():
-            t = _cuda_median(fn, reps=10, inner=20 if n <= 2**25 else 3)
+            t = _graph_median(fn, reps=10, inner=20 if n <= 2**25 else 4)
             layouts.append(dict(layout=layout, bytes=nbytes, seconds=t, bytes_per_s=nbytes / t))
             largest[layout] = nbytes / t
         torch.cuda.empty_cache()
@@ -270,30 +289,30 @@ def launches(progress=lambda msg: None) -> dict:
     gpu = _cuda_median(graph.replay, reps=10) / 1000
     host_op = _host_median(lambda: [x.add_(1) for _ in range(1000)], reps=5) / 1000
     torch.cuda.synchronize()
-    fwd, train, decode = _hf_host_per_kernel()
+    (fwd, fwd_kernels), (train, train_kernels), (decode, _) = _hf_host_per_kernel()
     return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_forward_host_per_kernel_s=fwd, hf_train_host_per_kernel_s=train,
-                hf_decode_host_per_kernel_s=decode)
+                hf_decode_host_per_kernel_s=decode, hf_forward_kernels=fwd_kernels, hf_train_kernels=train_kernels)
 
 
-def _hf_host_per_kernel() -> tuple[float, float]:
-    """Host seconds per CUDA kernel of a 4-layer Llama of hidden size 64 (its kernels take
-    microseconds, so the step's wall time is the host's): forward (no grad), a train step, and a
-    decode step against a cache (the executor's decode protocol)."""
+def _hf_host_per_kernel() -> tuple[tuple[float, int], ...]:
+    """(host seconds per CUDA kernel, kernels) of HOST_CALIBRATION_MODEL's prefill, train step and
+    decode step (the executor's protocols), whose kernels take microseconds, so that the step's
+    wall time is the host's."""
     from torch.profiler import ProfilerActivity, profile
+
+    from memsim.calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ
 
     from .protocol import decode_step, input_ids, new_cache, prefill, train_step
     from .trace import build_model, make_optimizer
 
-    config = dict(model_type="llama", hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=512, tie_word_embeddings=False)
+    config = HOST_CALIBRATION_MODEL
     with torch.device("cuda"):
         model = build_model(config, "sdpa", "bf16")
         opt = make_optimizer(list(model.parameters()), "adamw", "foreach")
-    ids = input_ids(2, 64, 512).cuda()
+    ids = input_ids(HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ, config["vocab_size"]).cuda()
 
     def forward():
-        with torch.no_grad():
-            model(input_ids=ids, use_cache=False)
+        prefill(model, ids, new_cache(model))
 
     def step():
         train_step(model, ids, opt)
@@ -306,21 +325,25 @@ def _hf_host_per_kernel() -> tuple[float, float]:
         decode_step(model, cache, next_ids)
 
     out = []
-    for fn in (forward, step, decode):
+    calls = 3
+    for name, fn in (("forward", forward), ("train", step), ("decode", decode)):
         for _ in range(3):
             fn()
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn()
+        with profile(activities=[ProfilerActivity.CUDA], acc_events=True) as prof:
+            for _ in range(calls):
+                fn()
             torch.cuda.synchronize()
-        kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+        kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA) / calls
 
         def timed():
             fn()
             torch.cuda.synchronize()
 
-        out.append(_host_median(timed, reps=10) / max(kernels, 1))
-    return out[0], out[1], out[2]
+        seconds = _host_median(timed, reps=10)
+        print(f"host per kernel, {name}: {seconds * 1e3:.3f} ms a call, {kernels:.0f} kernels", flush=True)
+        out.append((seconds / max(kernels, 1), round(kernels)))
+    return tuple(out)
 
 
 def calibrate(name: str, base: str = "", quick: bool = False, disk_folder: str | None = None,

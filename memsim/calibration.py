@@ -59,14 +59,27 @@ class DiskPoint(CopyPoint):
     op: Literal["read", "write"]
 
 
+# The host-bound step whose host time per kernel calibrate measures (executors/calibrate.py
+# launches): a 4-layer Llama of hidden size 64, batch 2 of 64 tokens, whose kernels take
+# microseconds, so its step's wall time is the host's.
+HOST_CALIBRATION_MODEL = dict(model_type="llama", hidden_size=64, intermediate_size=172, num_hidden_layers=4,
+                              num_attention_heads=4, num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
+                              tie_word_embeddings=False)
+HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ = 2, 64
+
+
 class LaunchCosts(BaseModel):
     """What a kernel costs beyond its work in eager PyTorch (executors/calibrate.py launches)."""
 
     gpu_kernel_s: float = Field(gt=0)  # device time of a tiny kernel
     host_op_s: float = Field(gt=0)  # host time to issue a bare op
-    hf_forward_host_per_kernel_s: float = Field(gt=0)  # a transformers forward: host seconds per kernel
-    hf_train_host_per_kernel_s: float = Field(gt=0)  # a train step (forward, backward, AdamW)
-    hf_decode_host_per_kernel_s: float = Field(0.0, ge=0)  # a decode step against a cache
+    # HOST_CALIBRATION_MODEL's prefill (protocol.prefill), train step (AdamW foreach) and decode
+    # step: host seconds per CUDA kernel, and the kernels the profiler counted in each.
+    hf_forward_host_per_kernel_s: float = Field(gt=0)
+    hf_train_host_per_kernel_s: float = Field(gt=0)
+    hf_decode_host_per_kernel_s: float = Field(0.0, ge=0)
+    hf_forward_kernels: int = 0  # 0 in profiles before 2026-12
+    hf_train_kernels: int = 0
 
 
 class AttentionPoint(BaseModel):

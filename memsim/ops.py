@@ -13,7 +13,7 @@ def _needs(x: T) -> bool:
     return x.requires_grad
 
 
-def linear(tp: Tape, name: str, x: T, w: T, out_nbytes: int, bias: T | None = None) -> T:
+def linear(tp: Tape, name: str, x: T, w: T, out_nbytes: int, bias: T | None = None, dtype_bytes: int = 0) -> T:
     """x @ w.T (+ bias): MmBackward saves x when w needs grad and w when x does; the weight's
     gradient is computed before the input's. A weight carrying an adapter (LoRA) runs its own."""
     if hasattr(w, "forward"):
@@ -21,10 +21,10 @@ def linear(tp: Tape, name: str, x: T, w: T, out_nbytes: int, bias: T | None = No
     saves = ([x] if _needs(w) else []) + ([w] if _needs(x) else [])
     inputs = [x, w] + ([bias] if bias is not None else [])
     recipe = ((("grad", 2),) if bias is not None else ()) + (("grad", 1), ("grad", 0))
-    return tp.op(name, inputs, out_nbytes, saves, recipe, kind="matmul")
+    return tp.op(name, inputs, out_nbytes, saves, recipe, kind="matmul", dtype_bytes=dtype_bytes)
 
 
-def mul(tp: Tape, name: str, a: T, b: T, out_nbytes: int) -> T:
+def mul(tp: Tape, name: str, a: T, b: T, out_nbytes: int, layout: str | None = None) -> T:
     """a * b with broadcasting: a broadcast input's gradient is a full-size product summed down."""
     saves = ([b] if _needs(a) else []) + ([a] if _needs(b) else [])
     recipe = []
@@ -35,7 +35,7 @@ def mul(tp: Tape, name: str, a: T, b: T, out_nbytes: int) -> T:
             recipe += [("tmp", out_nbytes), ("grad", i)]
         else:
             recipe.insert(0, ("grad", i))
-    return tp.op(name, [a, b], out_nbytes, saves, tuple(recipe))
+    return tp.op(name, [a, b], out_nbytes, saves, tuple(recipe), layout=layout)
 
 
 def scale(tp: Tape, name: str, x: T) -> T:
@@ -43,22 +43,22 @@ def scale(tp: Tape, name: str, x: T) -> T:
     return tp.op(name, [x], x.nbytes, (), (("grad", 0),))
 
 
-def add(tp: Tape, name: str, a: T, b: T, out_nbytes: int | None = None) -> T:
+def add(tp: Tape, name: str, a: T, b: T, out_nbytes: int | None = None, layout: str | None = None) -> T:
     """a + b: nothing saved, the gradient passes to both unchanged (same-shape inputs)."""
     recipe = tuple(("pass", i) if x.nbytes >= (out_nbytes or a.nbytes) else ("grad", i) for i, x in enumerate((a, b)))
-    return tp.op(name, [a, b], out_nbytes or max(a.nbytes, b.nbytes), (), recipe)
+    return tp.op(name, [a, b], out_nbytes or max(a.nbytes, b.nbytes), (), recipe, layout=layout)
 
 
 def cast(tp: Tape, name: str, x: T, out_nbytes: int) -> T:
     """x.to(dtype): nothing saved; backward casts the gradient back. A no-op cast returns x."""
     if out_nbytes == x.nbytes:
         return tp.view(name, x)
-    return tp.op(name, [x], out_nbytes, (), (("grad", 0),))
+    return tp.op(name, [x], out_nbytes, (), (("grad", 0),), layout="cast")
 
 
 def copy(tp: Tape, name: str, x: T) -> T:
-    """clone / contiguous / a reshape that copies: gradient passes through."""
-    return tp.op(name, [x], x.nbytes, (), (("pass", 0),))
+    """contiguous / a reshape that copies (of a strided view): gradient passes through."""
+    return tp.op(name, [x], x.nbytes, (), (("pass", 0),), layout="copy_strided")
 
 
 def unary_saving_input(tp: Tape, name: str, x: T, out_nbytes: int | None = None, bwd_temps=()) -> T:

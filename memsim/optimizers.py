@@ -69,7 +69,7 @@ class OptimizerCost:
 
 # Parameter-sized tensors each optimizer step reads or writes, per trainable element, and the
 # kernels it launches per parameter (foreach and fused ones batch parameters into a few launches:
-# counted as one per parameter group of ~MULTI_TENSOR_PARAMS). From torch/optim (2.11-2.13):
+# counted per multi_tensor_apply launch, multi_tensor_launches). From torch/optim (2.11-2.13):
 #  adamw foreach: mul_ (p r/w), lerp_ (m r/w, g r), mul_ + addcmul_ (v r/w twice, g r), sqrt (v r,
 #    t w), div_ (t r/w), add_ (t r/w), addcdiv_ (p r/w, m r, t r): 18 accesses, 8 kernels;
 #  adamw fused: one kernel reading p, g, m, v and writing p, m, v: 7;
@@ -83,13 +83,22 @@ STEP_TRAFFIC = {  # name -> impl -> (accesses per element, kernels per parameter
     "adafactor": {"foreach": (12, 10), "for-loop": (12, 10)},
 }
 STEP_TRAFFIC["adam"] = STEP_TRAFFIC["adamw"]
-MULTI_TENSOR_PARAMS = 32  # tensors one multi_tensor_apply launch covers (a rough figure; kernels are few either way)
+# One multi_tensor_apply launch (ATen/native/cuda/MultiTensorApply.cuh, torch 2.11) covers at most
+# 320 blocks of 65536 elements, and at most 48 tensors a list at depth 3 (depth_to_max_tensors
+# {110, 64, 48, 36, 30}): a foreach op over a billion parameters launches about 50 kernels.
+MULTI_TENSOR_CHUNK, MULTI_TENSOR_BLOCKS, MULTI_TENSOR_TENSORS = 65536, 320, 48
+
+
+def multi_tensor_launches(params: Params) -> int:
+    """Kernels one foreach op launches over `params`."""
+    chunks = params.total(lambda p: -(-(p.nbytes // p.dtype_bytes) // MULTI_TENSOR_CHUNK))
+    return max(-(-chunks // MULTI_TENSOR_BLOCKS), -(-params.count // MULTI_TENSOR_TENSORS))
 
 
 def step_cost(name: str, impl: str, params: Params) -> tuple[int, int]:
     """(bytes the step moves, kernels it launches) for the trainable `params`."""
     accesses, kernels = STEP_TRAFFIC[name][impl]
-    launches = kernels * (params.count if impl == "for-loop" else -(-params.count // MULTI_TENSOR_PARAMS))
+    launches = kernels * (params.count if impl == "for-loop" else multi_tensor_launches(params))
     return accesses * params.total(), launches
 
 

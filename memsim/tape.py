@@ -59,6 +59,22 @@ class OpCost:
     kernels: int = 1  # launches it stands for (an optimizer step's many)
     head_dim: int = 0  # attention: the kernel's head dim, and whether it takes a mask (bias)
     masked: bool = False
+    # A memory-bound kernel's access pattern (memsim.calibration.MEMORY_LAYOUTS): TensorIterator's
+    # vectorized kernel for contiguous same-dtype operands, slower general ones otherwise.
+    layout: str = "contiguous"
+    dtype_bytes: int = 0  # a product's element size where it is not the step's compute dtype's (fp32 LoRA)
+
+
+def memory_layout(kind: str, in_bytes: list[int], out_bytes: int) -> str:
+    """The layout of a kernel whose caller names none: a smaller input is broadcast, a smaller
+    output is a reduction; a cat appends to a contiguous tensor."""
+    if kind == "cat":
+        return "cat"
+    if any(0 < n < out_bytes for n in in_bytes):
+        return "broadcast"
+    if in_bytes and out_bytes < max(in_bytes):
+        return "reduce"
+    return "contiguous"
 
 
 @dataclass(eq=False)
@@ -143,11 +159,12 @@ class Tape:
     # -- forward ----------------------------------------------------------------------------
     def op(self, name: str, inputs: list[T], out_nbytes: int, saves=(), recipe=None, extra_outputs=(),
            kind: str = "memory", flops: float = 0.0, category: str = ACTIVATIONS, backward_flops: float = 2.0,
-           head_dim: int = 0, masked: bool = False):
+           head_dim: int = 0, masked: bool = False, layout: str | None = None, dtype_bytes: int = 0):
         """Run an op: allocate its output (and extra, non-differentiable outputs such as a
         logsumexp), recording a node that keeps `saves` when grad flows through it, and the
-        kernel's work: `kind` matmul (x @ w: inputs[0], inputs[1]), flops (`flops` of arithmetic,
-        `backward_flops` times as much in backward) or memory.
+        kernel's work: `kind` matmul (x @ w: inputs[0], inputs[1]; `dtype_bytes` where its dtype is
+        not the step's), flops (`flops` of arithmetic, `backward_flops` times as much in backward),
+        cat or memory (`layout`: how it accesses memory, else memory_layout's guess).
 
         `recipe` lists what its backward does, in order:
           ("grad", i[, nbytes])  allocate input i's gradient (of the input's size unless given)
@@ -157,9 +174,11 @@ class Tape:
         out = self.new(name, out_nbytes, category)
         extras = [self.new(f"{name}.{i}", n) for i, n in enumerate(extra_outputs)]
         if self.costs:
-            moved = sum({id(x.storage): x.nbytes for x in inputs}.values()) + out_nbytes + sum(extra_outputs)
+            distinct = list({id(x.storage): x.nbytes for x in inputs}.values())
+            moved = sum(distinct) + out_nbytes + sum(extra_outputs)
             operands = (inputs[0].nbytes, inputs[1].nbytes, out_nbytes) if kind == "matmul" else ()
-            self.last_cost = OpCost(name, kind, moved, flops, operands, 1, backward_flops, 1, head_dim, masked)
+            layout = layout or memory_layout(kind, distinct, out_nbytes)
+            self.last_cost = OpCost(name, kind, moved, flops, operands, 1, backward_flops, 1, head_dim, masked, layout, dtype_bytes)
             self.events.append((self.last_cost, COST, 0))
         self._record(name, inputs, out, saves, recipe, self.last_cost)
         return (out, *extras) if extras else out
@@ -239,7 +258,8 @@ class Tape:
         cost = OpCost(f"{node.name}.bwd", kind, moved, fwd.backward_flops * fwd.flops if fwd is not None else 0.0,
                       fwd.operands if fwd is not None else (), passes if kind == "matmul" else 1,
                       kernels=max(launches, 1) if kind != "attention" else 1 + len(node.recipe) - 3,
-                      head_dim=fwd.head_dim if fwd is not None else 0, masked=fwd.masked if fwd is not None else False)
+                      head_dim=fwd.head_dim if fwd is not None else 0, masked=fwd.masked if fwd is not None else False,
+                      layout=fwd.layout if fwd is not None else "contiguous", dtype_bytes=fwd.dtype_bytes if fwd is not None else 0)
         self.events.append((cost, COST, 0))
 
     def _accumulate(self, pending: dict[int, T], x: T, g: T) -> None:

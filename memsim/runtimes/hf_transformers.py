@@ -125,7 +125,7 @@ def rms_norm(tp: Tape, sh: Shapes, x: T, weight: T) -> T:
     eps = tp.op("norm.add_eps", [var], var.nbytes, (), (("pass", 0),))
     rs = ops.unary_saving_output(tp, "norm.rsqrt", eps, bwd_temps=(eps.nbytes, eps.nbytes))
     tp.drop(eps)
-    normed = ops.mul(tp, "norm.mul", x32, rs, x32.nbytes)
+    normed = ops.mul(tp, "norm.mul", x32, rs, x32.nbytes, layout="broadcast_rows")  # by a per-token scalar
     tp.drop(rs, x32)
     cast = ops.cast(tp, "norm.to_dtype", normed, x.nbytes)  # .to(input_dtype)
     out = ops.mul(tp, "norm.weight", weight, cast, cast.nbytes)
@@ -137,15 +137,16 @@ def rms_norm(tp: Tape, sh: Shapes, x: T, weight: T) -> T:
 def rope(tp: Tape, x: T, cos: T, sin: T, out_nbytes: int | None = None) -> T:
     """`out_nbytes`: the promoted size when x is 16-bit and cos/sin fp32 (autocast)."""
     full, half = out_nbytes or x.nbytes, x.nbytes // 2
-    a = ops.mul(tp, "rope.mul_cos", x, cos, full)
+    # x is q_proj's output viewed [b, s, h, d] and transposed: the kernels reading it are strided.
+    a = ops.mul(tp, "rope.mul_cos", x, cos, full, layout="strided")
     x1 = tp.view("rope.x1", x, half, recipe=(("grad", 0, full),))  # slice backward: zeros + copy
     x2 = tp.view("rope.x2", x, half, recipe=(("grad", 0, full),))
-    neg = tp.op("rope.neg", [x2], half, (), (("grad", 0),))
-    rot = tp.op("rope.cat", [neg, x1], x.nbytes, (), (("pass", 0), ("pass", 1)), kind="cat")
+    neg = tp.op("rope.neg", [x2], half, (), (("grad", 0),), layout="strided")
+    rot = tp.op("rope.cat", [neg, x1], x.nbytes, (), (("pass", 0), ("pass", 1)), kind="cat", layout="cat_strided")
     tp.drop(neg, x1, x2)
     b = ops.mul(tp, "rope.mul_sin", rot, sin, full)
     tp.drop(rot)
-    out = ops.add(tp, "rope.add", a, b)
+    out = ops.add(tp, "rope.add", a, b, layout="strided")
     tp.drop(a, b)
     return out
 
@@ -197,7 +198,8 @@ def cache_update(tp: Tape, sh: Shapes, k: T, v: T, cache: list) -> tuple[T, T]:
         inputs = [new] if old is None else [old, new]
         # A promoted input's gradient is cast back to its dtype (a new tensor), others pass through.
         recipe = tuple(("pass", j) if x is old or x.nbytes == k.nbytes else ("grad", j) for j, x in enumerate(inputs))
-        t = tp.op("cache.cat", inputs, kv_bytes, (), recipe, category=KV_CACHE, kind="cat")
+        t = tp.op("cache.cat", inputs, kv_bytes, (), recipe, category=KV_CACHE, kind="cat",
+                  layout="cat_into_empty" if old is None else "cat")  # the first: a transposed K into an empty cache
         if old is not None:
             olds.append(old)
             if not sh.window:
