@@ -72,54 +72,60 @@ def _host_median(fn, reps: int, warmup: int = 1) -> float:
 
 
 def matmuls(dtypes=("bf16", "fp16", "fp32"), progress=lambda msg: None) -> list[dict]:
-    """x [m, k] @ w [k, n] (an nn.Linear's product) for every shape of MATMUL_SHAPES."""
+    """x [m, k] @ w [n, k].T (an nn.Linear's product) for every shape of MATMUL_SHAPES."""
     rows = []
     for name in dtypes:
         for m, n, k in MATMUL_SHAPES:
             progress(f"matmul {name} {m}x{n}x{k}")
             a = torch.randn(m, k, device="cuda", dtype=DTYPES[name])
-            b = torch.randn(k, n, device="cuda", dtype=DTYPES[name])
+            b = torch.randn(n, k, device="cuda", dtype=DTYPES[name])
             flops = 2 * m * n * k
-            reps = max(3, min(50, int(2e12 / flops)))
-            inner = 50 if flops < 1e10 else 10 if flops < 1e11 else 1
-            s = _cuda_median(lambda: torch.mm(a, b), reps, inner=inner)
+            reps = max(3, min(20, int(2e12 / flops)))
+            inner = 20 if flops < 1e10 else 5 if flops < 1e11 else 1
+            s = _cuda_median(lambda: torch.mm(a, b.t()), reps, inner=inner)
             rows.append(dict(dtype=name, m=m, n=n, k=k, seconds=s, flops_per_s=flops / s))
             del a, b
     return rows
 
 
+ATTENTION_SEQS = (1024, 2048, 4096, 8192)
+
+
 def attention(progress=lambda msg: None) -> list[dict]:
-    """scaled_dot_product_attention as transformers calls it, bf16, at batch 4 x 16 heads x 4096
-    tokens: causal (no mask) and with a boolean mask (as Gemma-2's sliding layers pass), forward
-    and backward, for head dims 64, 128 and 256. FLOPs are counted as memsim counts them: two
-    products over the score matrix, half of it when causal; backward 2.5 times the forward's."""
+    """scaled_dot_product_attention as transformers calls it, bf16, at batch 4 x 16 heads x
+    ATTENTION_SEQS tokens: causal (no mask) and with a boolean mask (as Gemma-2's sliding layers
+    pass), forward and backward, for head dims 64, 128 and 256. FLOPs are counted as memsim counts
+    them: two products over the score matrix, half of it when causal; backward 2.5 times the
+    forward's."""
     import torch.nn.functional as F
 
     rows = []
-    b, h, s = 4, 16, 4096
-    for hd in (64, 128, 256):
-        for masked in (False, True):
-            progress(f"attention hd {hd}{' masked' if masked else ''}")
-            q, k, v = (torch.randn(b, h, s, hd, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-            mask = torch.ones(s, s, device="cuda", dtype=torch.bool).tril()[None, None] if masked else None
-            flops = 4 * b * h * s * s * hd * (1.0 if masked else 0.5)
-            out = None
+    b, h = 4, 16
+    for s in ATTENTION_SEQS:
+        for hd in (64, 128, 256):
+            for masked in (False, True):
+                progress(f"attention s {s} hd {hd}{' masked' if masked else ''}")
+                q, k, v = (torch.randn(b, h, s, hd, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+                mask = torch.ones(s, s, device="cuda", dtype=torch.bool).tril()[None, None] if masked else None
+                flops = 4 * b * h * s * s * hd * (1.0 if masked else 0.5)
+                out = None
 
-            def fwd():
-                nonlocal out
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not masked)
+                def fwd():
+                    nonlocal out
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not masked)
 
-            grad = torch.randn(b, h, s, hd, device="cuda", dtype=torch.bfloat16)
-            t_fwd = _cuda_median(fwd, reps=10)
+                grad = torch.randn(b, h, s, hd, device="cuda", dtype=torch.bfloat16)
+                t_fwd = _cuda_median(fwd, reps=10)
 
-            def fwd_bwd():
-                fwd()
-                out.backward(grad)
+                def fwd_bwd():
+                    fwd()
+                    out.backward(grad)
 
-            t_both = _cuda_median(fwd_bwd, reps=10)
-            rows.append(dict(head_dim=hd, masked=masked, direction="forward", flops_per_s=flops / t_fwd))
-            rows.append(dict(head_dim=hd, masked=masked, direction="backward", flops_per_s=2.5 * flops / max(t_both - t_fwd, 1e-9)))
-            del q, k, v, grad, out, mask
+                t_both = _cuda_median(fwd_bwd, reps=10)
+                common = dict(head_dim=hd, masked=masked, seq=s)
+                rows.append(dict(common, direction="forward", flops_per_s=flops / t_fwd))
+                rows.append(dict(common, direction="backward", flops_per_s=2.5 * flops / max(t_both - t_fwd, 1e-9)))
+                del q, k, v, grad, out, mask
     return rows
 
 
@@ -147,6 +153,7 @@ def _layout_kernels(n: int) -> dict:
     new = torch.randn(16, kv_heads, 1, head_dim, device="cuda", dtype=bf16)
     k_t = torch.randn(1, seq, heads, head_dim, device="cuda", dtype=bf16).transpose(1, 2)
     empty = k_t.new_empty(1, heads, 0, head_dim)
+    pieces = [torch.randn(max(n // 2 // 64, 1), device="cuda", dtype=bf16) for _ in range(64)]  # a parameter list
     nb = x.nbytes
     return {
         "contiguous": (lambda: x * y, 3 * nb),
@@ -159,6 +166,7 @@ def _layout_kernels(n: int) -> dict:
         "cat": (lambda: torch.cat([cache, new], dim=-2), 2 * cache.nbytes + 2 * new.nbytes),
         "cat_strided": (lambda: torch.cat([-q[..., half:], q[..., :half]], dim=-1), 2 * q.nbytes),
         "cat_into_empty": (lambda: torch.cat([empty, k_t], dim=-2), 2 * k_t.nbytes),
+        "foreach": (lambda: torch._foreach_mul_(pieces, 0.999), 2 * sum(t.nbytes for t in pieces)),
     }
 
 

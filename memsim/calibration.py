@@ -14,23 +14,20 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .errors import InputError, load_yaml
 from .measurement import Provenance
 
-# Matrix products [m, k] @ [k, n]: squares, and the products of decoder layers at token counts from
-# one (decode) to a long prefill, for hidden sizes 4096 (7-8B) and 8192 (70B).
-_TOKENS = (1, 16, 128, 1024, 4096, 16384)
-# LoRA's adapter products (rank 16) are skinny: (4096, 16) and (16, 4096).
-_LAYER_PRODUCTS = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672), (4096, 16), (16, 4096))  # (k, n)
-MATMUL_SHAPES = tuple((s, s, s) for s in (512, 1024, 2048, 4096, 8192, 16384)) + tuple(
-    (m, n, k) for m in _TOKENS for k, n in _LAYER_PRODUCTS
-)
+# Matrix products x [m, k] @ w[n, k].T (nn.Linear's): a grid over m, n and k, from a LoRA rank to a
+# long prefill's tokens, so that forward (tokens, out, in), input-gradient (tokens, in, out) and
+# weight-gradient (out, in, tokens) products of any decoder fall inside it.
+MATMUL_GRID = (16, 256, 1024, 2048, 4096, 8192, 16384)
+MATMUL_SHAPES = tuple((m, n, k) for m in MATMUL_GRID for n in MATMUL_GRID for k in MATMUL_GRID)
 # Memory-bound kernels by layout (executors/calibrate.py's memory_kernels), each at these sizes of
 # its main tensor: L2-resident (4 MiB), past the L2 (32 MiB), HBM-bound (256 MiB).
 MEMORY_LAYOUTS = ("contiguous", "broadcast", "broadcast_rows", "strided", "cast", "copy_strided", "reduce", "cat",
-                  "cat_strided", "cat_into_empty")
+                  "cat_strided", "cat_into_empty", "foreach")
 MEMORY_SIZES = (2**22, 2**25, 2**28)
 TRANSFER_SIZES = tuple(2**20 * 2**i for i in range(13))  # 1 MiB .. 4 GiB: the calibration points
 
@@ -87,6 +84,7 @@ class AttentionPoint(BaseModel):
     masked: bool
     direction: Literal["forward", "backward"]
     flops_per_s: float = Field(gt=0)
+    seq: int = 4096  # query (and key) tokens; profiles before 2026-12 measured 4096 only
 
 
 class LayoutPoint(CopyPoint):
@@ -128,6 +126,7 @@ class MeasuredProfile(BaseModel):
     launch: LaunchCosts | None = None
     attention: list[AttentionPoint] = []
     memory_kernels: MemoryKernels | None = None
+    _grids: dict = PrivateAttr(default_factory=dict)  # matmul_rate's grids by dtype, built once
 
     @classmethod
     def from_path(cls, path: str | Path) -> MeasuredProfile:
@@ -137,21 +136,47 @@ class MeasuredProfile(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, width=120)
 
     def matmul_rate(self, m: int, n: int, k: int, dtype: str) -> float | None:
-        """FLOP/s of the calibrated product nearest to [m, k] @ [k, n] (by log distance of m, n
-        and k); None without products of that dtype."""
-        pts = [p for p in self.matmul if p.dtype == dtype]
-        if not pts:
+        """FLOP/s of [m, k] @ [k, n] in `dtype`: interpolated in log space between the calibrated
+        grid's points around it (trilinear in log m, log n, log k; the grid's edge outside it), or
+        the nearest calibrated product where the points form no grid; None without products of
+        that dtype."""
+        grid = self._matmul_grid(dtype)
+        if grid is None:
             return None
-        lm, ln, lk = (math.log(max(v, 1)) for v in (m, n, k))
-        best = min(pts, key=lambda p: (math.log(p.m) - lm) ** 2 + (math.log(p.n) - ln) ** 2 + (math.log(p.k) - lk) ** 2)
-        return best.flops_per_s
+        axes, rates = grid
+        if rates is None:  # an older profile's scattered shapes
+            lm, ln, lk = (math.log(max(v, 1)) for v in (m, n, k))
+            pts = [p for p in self.matmul if p.dtype == dtype]
+            return min(pts, key=lambda p: (math.log(p.m) - lm) ** 2 + (math.log(p.n) - ln) ** 2 + (math.log(p.k) - lk) ** 2).flops_per_s
+        corners = [_bracket(axis, v) for axis, v in zip(axes, (m, n, k))]
+        log_rate = 0.0
+        for (i, wi) in corners[0]:
+            for (j, wj) in corners[1]:
+                for (l, wl) in corners[2]:
+                    log_rate += wi * wj * wl * math.log(rates[(axes[0][i], axes[1][j], axes[2][l])])
+        return math.exp(log_rate)
 
-    def attention_rate(self, head_dim: int, masked: bool, backward: bool) -> float | None:
-        """FLOP/s of SDPA at the calibrated head dim nearest this one (bf16)."""
+    def _matmul_grid(self, dtype: str):
+        """((m values, n values, k values), {(m, n, k): FLOP/s}) of this dtype's products, the rates
+        None if they are not a full grid; None without products."""
+        cache = self._grids
+        if dtype not in cache:
+            pts = {(p.m, p.n, p.k): p.flops_per_s for p in self.matmul if p.dtype == dtype}
+            axes = tuple(sorted({key[i] for key in pts}) for i in range(3))
+            full = len(pts) == len(axes[0]) * len(axes[1]) * len(axes[2])
+            cache[dtype] = (axes, pts if full else None) if pts else None
+        return cache[dtype]
+
+    def attention_rate(self, head_dim: int, masked: bool, backward: bool, seq: int = 0) -> float | None:
+        """FLOP/s of SDPA (bf16) at the calibrated head dim nearest this one, linear in log seq
+        between the calibrated lengths around `seq` (the nearest end outside them)."""
         pts = [p for p in self.attention if p.masked == masked and (p.direction == "backward") == backward]
         if not pts:
             return None
-        return min(pts, key=lambda p: abs(math.log(p.head_dim / max(head_dim, 1)))).flops_per_s
+        hd = min({p.head_dim for p in pts}, key=lambda d: abs(math.log(d / max(head_dim, 1))))
+        curve = sorted((p.seq, p.flops_per_s) for p in pts if p.head_dim == hd)
+        seqs = [n for n, _ in curve]
+        return math.exp(sum(w * math.log(curve[i][1]) for i, w in _bracket(seqs, seq or seqs[-1])))
 
     def peak_rate(self, dtype: str) -> float | None:
         """The best FLOP/s any calibrated product of this dtype reached."""
@@ -168,6 +193,18 @@ class MeasuredProfile(BaseModel):
         if len(pts) < 2:
             raise InputError(f"profile '{self.name}': no calibrated {'pinned' if pinned else 'pageable'} {direction} transfers")
         return transfer_curve(pts, nbytes)
+
+
+def _bracket(axis: list[int], v: float) -> list[tuple[int, float]]:
+    """The grid indices around `v` on a sorted axis and their weights, linear in log v (the end
+    point alone outside the axis)."""
+    if v <= axis[0]:
+        return [(0, 1.0)]
+    if v >= axis[-1]:
+        return [(len(axis) - 1, 1.0)]
+    i = bisect.bisect_right(axis, v) - 1
+    f = math.log(v / axis[i]) / math.log(axis[i + 1] / axis[i])
+    return [(i, 1.0 - f), (i + 1, f)]
 
 
 def transfer_curve(points: list[tuple[int, float]], nbytes: int) -> float:

@@ -86,7 +86,7 @@ class Rates:
         return self.elementwise if cost.kind == "memory" else self.bandwidth
 
     def attention(self, cost: OpCost) -> float:
-        rate = self.profile.attention_rate(cost.head_dim, cost.masked, cost.name.endswith(".bwd")) if self.profile else None
+        rate = self.profile.attention_rate(cost.head_dim, cost.masked, cost.name.endswith(".bwd"), cost.seq) if self.profile else None
         return rate or self.peak
 
 
@@ -105,8 +105,12 @@ def kernel_seconds(cost: OpCost, rates: Rates, dtype_bytes: int) -> tuple[float,
     if cost.kind == "matmul" and len(cost.operands) == 3:
         own = cost.dtype_bytes and cost.dtype_bytes != dtype_bytes  # fp32 LoRA adapters in a 16-bit step
         m, n, k = _shape(cost, cost.dtype_bytes if own else dtype_bytes)
-        flops = 2.0 * m * n * k * cost.passes
-        compute = flops / rates.product(m, n, k, _DTYPE_OF_BYTES[cost.dtype_bytes] if own else None)
+        dtype = _DTYPE_OF_BYTES[cost.dtype_bytes] if own else None
+        # Forward [m, k] @ [k, n]; backward's input gradient [m, n] @ [n, k] and weight gradient
+        # [n, m] @ [m, k], each at its own shape's rate.
+        shapes = [(m, k, n) if g == "x" else (n, k, m) for g in cost.grads] if cost.grads else [(m, n, k)] * cost.passes
+        flops = 2.0 * m * n * k * len(shapes)
+        compute = sum(2.0 * m * n * k / rates.product(*shape, dtype) for shape in shapes)
     elif cost.kind == "flops":
         flops = cost.flops
         compute = flops / rates.peak

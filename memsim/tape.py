@@ -57,12 +57,14 @@ class OpCost:
     passes: int = 1  # products of the operands' size: a matmul's backward makes two
     backward_flops: float = 2.0  # a "flops" op's backward arithmetic, as a multiple of its forward's
     kernels: int = 1  # launches it stands for (an optimizer step's many)
-    head_dim: int = 0  # attention: the kernel's head dim, and whether it takes a mask (bias)
+    head_dim: int = 0  # attention: the kernel's head dim, whether it takes a mask (bias), its queries
     masked: bool = False
+    seq: int = 0
     # A memory-bound kernel's access pattern (memsim.calibration.MEMORY_LAYOUTS): TensorIterator's
     # vectorized kernel for contiguous same-dtype operands, slower general ones otherwise.
     layout: str = "contiguous"
     dtype_bytes: int = 0  # a product's element size where it is not the step's compute dtype's (fp32 LoRA)
+    grads: str = ""  # a product's backward: the gradients it computes, "x" (input) and/or "w" (weight)
 
 
 def memory_layout(kind: str, in_bytes: list[int], out_bytes: int) -> str:
@@ -159,7 +161,7 @@ class Tape:
     # -- forward ----------------------------------------------------------------------------
     def op(self, name: str, inputs: list[T], out_nbytes: int, saves=(), recipe=None, extra_outputs=(),
            kind: str = "memory", flops: float = 0.0, category: str = ACTIVATIONS, backward_flops: float = 2.0,
-           head_dim: int = 0, masked: bool = False, layout: str | None = None, dtype_bytes: int = 0):
+           head_dim: int = 0, masked: bool = False, layout: str | None = None, dtype_bytes: int = 0, seq: int = 0):
         """Run an op: allocate its output (and extra, non-differentiable outputs such as a
         logsumexp), recording a node that keeps `saves` when grad flows through it, and the
         kernel's work: `kind` matmul (x @ w: inputs[0], inputs[1]; `dtype_bytes` where its dtype is
@@ -178,7 +180,8 @@ class Tape:
             moved = sum(distinct) + out_nbytes + sum(extra_outputs)
             operands = (inputs[0].nbytes, inputs[1].nbytes, out_nbytes) if kind == "matmul" else ()
             layout = layout or memory_layout(kind, distinct, out_nbytes)
-            self.last_cost = OpCost(name, kind, moved, flops, operands, 1, backward_flops, 1, head_dim, masked, layout, dtype_bytes)
+            self.last_cost = OpCost(name, kind, moved, flops, operands, 1, backward_flops, 1, head_dim, masked, seq, layout,
+                                    dtype_bytes)
             self.events.append((self.last_cost, COST, 0))
         self._record(name, inputs, out, saves, recipe, self.last_cost)
         return (out, *extras) if extras else out
@@ -253,13 +256,17 @@ class Tape:
         kind = fwd.kind if fwd is not None else "memory"
         # A product's backward makes one product per operand that needs a gradient (x, w); any
         # backward launches a kernel per gradient it computes and per temporary it fills.
-        passes = sum(1 for st in node.recipe if st[0] == "grad" and st[1] < 2 and node.inputs[st[1]].requires_grad)
+        grads = "".join("xw"[st[1]] for st in node.recipe if st[0] == "grad" and st[1] < 2 and node.inputs[st[1]].requires_grad)
         launches = sum(1 for st in node.recipe if st[0] == "tmp" or (st[0] == "grad" and node.inputs[st[1]].requires_grad))
+        if not launches and kind in ("memory", "cat"):
+            return  # gradients handed on unchanged or as views (add, cat, contiguous): no kernel
         cost = OpCost(f"{node.name}.bwd", kind, moved, fwd.backward_flops * fwd.flops if fwd is not None else 0.0,
-                      fwd.operands if fwd is not None else (), passes if kind == "matmul" else 1,
+                      fwd.operands if fwd is not None else (), len(grads) if kind == "matmul" else 1,
                       kernels=max(launches, 1) if kind != "attention" else 1 + len(node.recipe) - 3,
                       head_dim=fwd.head_dim if fwd is not None else 0, masked=fwd.masked if fwd is not None else False,
-                      layout=fwd.layout if fwd is not None else "contiguous", dtype_bytes=fwd.dtype_bytes if fwd is not None else 0)
+                      seq=fwd.seq if fwd is not None else 0,
+                      layout=fwd.layout if fwd is not None else "contiguous", dtype_bytes=fwd.dtype_bytes if fwd is not None else 0,
+                      grads=grads if kind == "matmul" else "")
         self.events.append((cost, COST, 0))
 
     def _accumulate(self, pending: dict[int, T], x: T, g: T) -> None:
@@ -268,6 +275,8 @@ class Tape:
             pending[id(x)] = g
             return
         total = self.new(f"grad.{x.name}.sum", max(prev.nbytes, g.nbytes), TEMPORARIES)
+        if self.costs:  # autograd's InputBuffer adds the two out of place
+            self.events.append((OpCost(f"grad.{x.name}.sum", "memory", prev.nbytes + g.nbytes + total.nbytes), COST, 0))
         self.drop(g, prev)
         pending[id(x)] = total
 

@@ -243,7 +243,8 @@ def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, bias: T | None = None
     causal = bias is None and sh.past == 0 and s > 1
     flops = 4 * b * hq * s * sh.kv_len * hd * (0.5 if causal else 1.0)
     out, lse, seed, offset = tp.op(f"sdpa.{kernel}", [q, k, v], out_bytes, extra_outputs=(lse_bytes, 8, 8),
-                                   kind="attention", flops=flops, backward_flops=2.5, head_dim=hd, masked=bias is not None)
+                                   kind="attention", flops=flops, backward_flops=2.5, head_dim=hd, masked=bias is not None,
+                                   seq=s)
     recipe = (("grad", 0), ("grad", 1), ("grad", 2)) + tuple(ops.ws(n) for n in workspace)
     saved = [q, k, v] + ([bias] if bias is not None else []) + [out, lse, seed, offset]
     tp.record(f"sdpa.{kernel}", [q, k, v], out, saved, recipe, tp.last_cost)
