@@ -114,6 +114,9 @@ def kernel_seconds(cost: OpCost, rates: Rates, dtype_bytes: int) -> tuple[float,
     elif cost.kind == "flops":
         flops = cost.flops
         compute = flops / rates.peak
+    elif cost.kind == "grouped":
+        flops = cost.flops
+        compute = flops / rates.product(*cost.group)
     elif cost.kind == "attention":
         flops = cost.flops
         compute = flops / rates.attention(cost)

@@ -50,7 +50,7 @@ class OpCost:
     roofline recovers m, n and k with the compute dtype; attention carries its FLOPs."""
 
     name: str
-    kind: str  # "matmul" (shape from operands) | "flops" | "attention" (explicit arithmetic) | "cat" | "memory"
+    kind: str  # "matmul" (shape from operands) | "flops" | "attention" | "grouped" (explicit arithmetic) | "cat" | "memory"
     bytes: int
     flops: float = 0.0
     operands: tuple[int, ...] = ()
@@ -65,6 +65,7 @@ class OpCost:
     layout: str = "contiguous"
     dtype_bytes: int = 0  # a product's element size where it is not the step's compute dtype's (fp32 LoRA)
     grads: str = ""  # a product's backward: the gradients it computes, "x" (input) and/or "w" (weight)
+    group: tuple[int, int, int] = ()  # a grouped product's (grouped_mm) one group: m, n, k
 
 
 def memory_layout(kind: str, in_bytes: list[int], out_bytes: int) -> str:
@@ -161,7 +162,8 @@ class Tape:
     # -- forward ----------------------------------------------------------------------------
     def op(self, name: str, inputs: list[T], out_nbytes: int, saves=(), recipe=None, extra_outputs=(),
            kind: str = "memory", flops: float = 0.0, category: str = ACTIVATIONS, backward_flops: float = 2.0,
-           head_dim: int = 0, masked: bool = False, layout: str | None = None, dtype_bytes: int = 0, seq: int = 0):
+           head_dim: int = 0, masked: bool = False, layout: str | None = None, dtype_bytes: int = 0, seq: int = 0,
+           group: tuple[int, int, int] = ()):
         """Run an op: allocate its output (and extra, non-differentiable outputs such as a
         logsumexp), recording a node that keeps `saves` when grad flows through it, and the
         kernel's work: `kind` matmul (x @ w: inputs[0], inputs[1]; `dtype_bytes` where its dtype is
@@ -181,7 +183,7 @@ class Tape:
             operands = (inputs[0].nbytes, inputs[1].nbytes, out_nbytes) if kind == "matmul" else ()
             layout = layout or memory_layout(kind, distinct, out_nbytes)
             self.last_cost = OpCost(name, kind, moved, flops, operands, 1, backward_flops, 1, head_dim, masked, seq, layout,
-                                    dtype_bytes)
+                                    dtype_bytes, group=group)
             self.events.append((self.last_cost, COST, 0))
         self._record(name, inputs, out, saves, recipe, self.last_cost)
         return (out, *extras) if extras else out
@@ -264,7 +266,7 @@ class Tape:
                       fwd.operands if fwd is not None else (), len(grads) if kind == "matmul" else 1,
                       kernels=max(launches, 1) if kind != "attention" else 1 + len(node.recipe) - 3,
                       head_dim=fwd.head_dim if fwd is not None else 0, masked=fwd.masked if fwd is not None else False,
-                      seq=fwd.seq if fwd is not None else 0,
+                      seq=fwd.seq if fwd is not None else 0, group=fwd.group if fwd is not None else (),
                       layout=fwd.layout if fwd is not None else "contiguous", dtype_bytes=fwd.dtype_bytes if fwd is not None else 0,
                       grads=grads if kind == "matmul" else "")
         self.events.append((cost, COST, 0))

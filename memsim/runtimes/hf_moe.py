@@ -191,7 +191,8 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
     mask = tp.new("experts.sentinel_mask", rows * BOOL)
     x = _masked_fill_(tp, "experts.premask", x, mask)
 
-    gu = _grouped_mm(tp, "experts.gate_up", x, w.gate_up, offs, grouped_mm_out_bytes(rows, 2 * f, b), 2 * rows * 2 * f * d)
+    per_expert = max(rows // m.num_experts, 1)  # rows a group multiplies, routing balanced
+    gu = _grouped_mm(tp, "experts.gate_up", x, w.gate_up, offs, grouped_mm_out_bytes(rows, 2 * f, b), (rows, 2 * f, d), per_expert)
     gu2 = _masked_fill(tp, "experts.gate_up.mask", gu, mask)
     tp.drop(gu)
     act_bytes = rows * f * b
@@ -199,7 +200,7 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
     act = tp.op("experts.act_fn", [both], act_bytes, [both], (("grad", 0, act_bytes),))
     prod = tp.op("experts.act*up", [act, both], act_bytes, _mul_saves(act, both), (("grad", 0), ("grad", 1, act_bytes)))
     tp.drop(act, both, gu2)
-    down = _grouped_mm(tp, "experts.down", prod, w.down, offs, grouped_mm_out_bytes(rows, d, b), 2 * rows * d * f)
+    down = _grouped_mm(tp, "experts.down", prod, w.down, offs, grouped_mm_out_bytes(rows, d, b), (rows, d, f), per_expert)
     tp.drop(prod)
     down2 = _masked_fill(tp, "experts.down.mask", down, mask)
     tp.drop(down)
@@ -239,12 +240,16 @@ def _masked_fill_(tp: Tape, name: str, x: T, mask: T) -> T:
     return out
 
 
-def _grouped_mm(tp: Tape, name: str, x: T, weight: T, offs: T, out_nbytes: int, flops: float) -> T:
+def _grouped_mm(tp: Tape, name: str, x: T, weight: T, offs: T, out_nbytes: int, shape: tuple[int, int, int],
+                per_expert: int) -> T:
     """torch._grouped_mm(x, weight.transpose(-2, -1), offs): GroupedMmBackward0 saves x when the
     weight needs grad, the weight when x does, and offs; the weight's gradient comes first. Every
-    row meets one expert's [n, k] weight: `flops` = 2 * rows * n * k."""
+    row of `shape` (rows, n, k) meets one expert's [n, k] weight; the kernel runs at the rate of one
+    group's product, `per_expert` rows."""
+    rows, n, k = shape
     saves = ([x] if weight.requires_grad else []) + ([weight] if x.requires_grad else []) + [offs]
-    return tp.op(name, [x, weight], out_nbytes, saves, (("grad", 1), ("grad", 0)), kind="flops", flops=flops)
+    return tp.op(name, [x, weight], out_nbytes, saves, (("grad", 1), ("grad", 0)), kind="grouped", flops=2 * rows * n * k,
+                 group=(per_expert, n, k))
 
 
 def _scale_rows(tp: Tape, rows: T, weights: T, out_nbytes: int) -> T:
