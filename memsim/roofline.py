@@ -177,8 +177,8 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
     split = defaultdict(float)
     for k in kernels:
         split[k.bound] += k.seconds
-    split["host"] = queue.gpu - gpu  # the GPU idle, waiting for kernels to be issued
-    bound = max(split, key=split.get)
+    # The host sets the pace where issuing the kernels takes longer than running them.
+    bound = "host" if queue.host >= gpu else max(split, key=split.get) if split else "memory"
     return StepTime(queue.gpu, gpu, queue.host, bound, dict(by_phase), kernels, rates.assumptions)
 
 

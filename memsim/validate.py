@@ -173,12 +173,13 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
             continue
         rep = predict(case.workload)
         p = rep.peak["gpu"]
-        row = dict(case=case.id, predicted_fits=rep.fits, measured_fits=m.fits,
+        step_s, bound = _predicted_step(case.workload)
+        row = dict(case=case.id, task=case.workload.task, predicted_fits=rep.fits, measured_fits=m.fits,
                    predicted_allocated=p.allocated_bytes, measured_allocated=m.peak_allocated_bytes,
                    predicted_reserved=p.reserved_bytes, measured_reserved=m.peak_reserved_bytes,
                    predicted_device=p.device_bytes, measured_device=m.device_bytes,
                    step_time_s=m.step_time_s, tokens_per_s=m.tokens_per_s,
-                   predicted_step_s=_predicted_step(case.workload), measured_step_s=m.step_time_s)
+                   predicted_step_s=step_s, measured_step_s=m.step_time_s, predicted_bound=bound)
         for k in ("allocated", "reserved", "device", "step"):
             meas = row[f"measured_{k}"] if k != "step" else row["measured_step_s"]
             pred = row[f"predicted_{k}"] if k != "step" else row["predicted_step_s"]
@@ -187,21 +188,33 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
     return pd.DataFrame(rows)
 
 
-def _predicted_step(w: Workload) -> float:
-    """The roofline's step time (memsim.predict.predict_time); NaN where the device has no rates."""
+def _predicted_step(w: Workload) -> tuple[float, str]:
+    """The roofline's step time (memsim.predict.predict_time) and what bounds its longest phase;
+    NaN where the device has no rates."""
     from .predict import predict_time
 
     try:
-        return predict_time(w)[0]
+        seconds, _, st = predict_time(w)
+        return seconds, st.bound
     except ValueError:
-        return float("nan")
+        return float("nan"), ""
 
 
 def summary(df) -> dict[str, dict[str, float]]:
-    """Median and max |error| per figure over the cases that ran to the end."""
+    """Median and max |error| per figure over the cases that ran to the end; step time also for
+    training and inference apart, and for the steps the roofline predicts bound by the GPU (where
+    the host's speed, which varies between machines, does not set the time)."""
     out = {}
-    for k in ("allocated", "reserved", "device", "step"):
-        errs = [abs(e) for e in df[f"error_{k}"] if e == e] if len(df) else []
+    groups = {k: df[f"error_{k}"] for k in ("allocated", "reserved", "device", "step")} if len(df) else {}
+    if len(df):
+        train = df["task"] == "train"
+        groups["step, train"] = df["error_step"][train]
+        groups["step, inference"] = df["error_step"][~train]
+        gpu = df["predicted_bound"] != "host"
+        groups["step, train, GPU-bound"] = df["error_step"][train & gpu]
+        groups["step, inference, GPU-bound"] = df["error_step"][~train & gpu]
+    for k, col in groups.items():
+        errs = [abs(e) for e in col if e == e]
         out[k] = {"median": statistics.median(errs) if errs else float("nan"), "max": max(errs) if errs else float("nan"),
                   "cases": len(errs)}
     return out
