@@ -67,3 +67,55 @@ def test_update_names_the_sections_it_can_measure_again():
     assert r.exit_code == 2 and "memory_kernels" in r.output and "not matmuls" in r.output
     r = CliRunner().invoke(app, ["calibrate", "--update", str(H100)])
     assert r.exit_code == 2 and "--only" in r.output
+
+
+H200 = ROOT / "hardware" / "measured" / "h200.yaml"
+
+
+def _grid_profile(rates: dict) -> MeasuredProfile:
+    """A profile of `rates` {(m, n, k): FLOP/s} in bf16, on the H200 profile's provenance."""
+    from memsim.calibration import MatmulPoint
+
+    base = MeasuredProfile.from_path(H200)
+    pts = [MatmulPoint(dtype="bf16", m=m, n=n, k=k, seconds=2 * m * n * k / r, flops_per_s=r) for (m, n, k), r in rates.items()]
+    return base.model_copy(update={"matmul": pts})
+
+
+def test_matmul_rates_interpolate_in_log_space_over_a_calibrated_grid():
+    axis = (256, 4096)
+    rates = {(m, n, k): 1e14 * (2 if m == 4096 else 1) * (3 if n == 4096 else 1) * (5 if k == 4096 else 1)
+             for m in axis for n in axis for k in axis}
+    p = _grid_profile(rates)
+    assert p.matmul_rate(256, 4096, 256, "bf16") == pytest.approx(3e14)  # a grid point
+    assert p.matmul_rate(1024, 256, 256, "bf16") == pytest.approx(1e14 * 2**0.5)  # half way in log m
+    assert p.matmul_rate(64, 9999, 1024, "bf16") == pytest.approx(3e14 * 5**0.5)  # edges clamp
+    assert p.matmul_rate(256, 256, 256, "fp32") is None
+
+
+def test_a_scattered_old_profile_falls_back_to_the_nearest_product():
+    p = _grid_profile({(1, 4096, 4096): 1e12, (4096, 4096, 4096): 6e14, (4096, 14336, 4096): 7e14})  # no full grid
+    assert p.matmul_rate(2, 4096, 4096, "bf16") == 1e12 and p.matmul_rate(8192, 4096, 4096, "bf16") == 6e14
+
+
+def test_h200_memory_kernels_by_layout_and_size():
+    k = MeasuredProfile.from_path(H200).memory_kernels
+    big = 2**29
+    assert k.bandwidth("contiguous", big) > 2 * k.bandwidth("broadcast", big)  # the vectorized kernel
+    assert k.bandwidth("cat", big) > 4 * k.bandwidth("cat_strided", big)  # a cropped cache's cat
+    pts = sorted((p.bytes, p.bytes_per_s) for p in k.layouts if p.layout == "strided")
+    (n0, r0), (n1, r1) = pts[:2]
+    mid = (n0 * n1) ** 0.5
+    assert k.bandwidth("strided", mid) == pytest.approx((r0 + r1) / 2)  # linear in log bytes
+    assert k.bandwidth("strided", 1) == r0 and k.bandwidth("strided", 2**40) == pts[-1][1]
+    assert k.bandwidth("no-such-layout", big) is None
+
+
+def test_attention_rate_follows_the_sequence_length():
+    from memsim.calibration import AttentionPoint
+
+    p = MeasuredProfile.from_path(H200).model_copy(update={"attention": [
+        AttentionPoint(head_dim=128, masked=False, direction="forward", flops_per_s=2e14, seq=1024),
+        AttentionPoint(head_dim=128, masked=False, direction="forward", flops_per_s=8e14, seq=4096)]})
+    assert p.attention_rate(128, False, False, 2048) == pytest.approx(4e14)  # geometric between the two
+    assert p.attention_rate(120, False, False, 100) == pytest.approx(2e14)
+    assert p.attention_rate(128, True, False, 2048) is None

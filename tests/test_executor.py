@@ -87,3 +87,42 @@ def test_bad_suites_are_one_line_errors(tmp_path, text, needle):
     r = CliRunner().invoke(app, ["validate", str(suite), "--device", "cpu", "--out", str(tmp_path / "o.jsonl")])
     assert r.exit_code == 2
     assert needle in r.output and "Traceback" not in r.output
+
+
+def test_between_timed_decode_steps_the_cache_is_cropped_back_and_contiguous():
+    from memsim.catalog import raw_config
+    from memsim.executors import protocol
+    from memsim.executors.trace import build_model
+
+    config = raw_config(FAMILIES["llama"])
+    model = build_model(config, "eager", "fp32")
+    cache = protocol.new_cache(model)
+    ids = protocol.input_ids(2, 16, config["vocab_size"])
+    protocol.prefill(model, ids, cache)
+    protocol.decode_step(model, cache, ids[:, -1:])
+    assert cache.get_seq_length() == 17
+    protocol.reset_cache(cache, 16)
+    assert cache.get_seq_length() == 16
+    assert all(layer.keys.is_contiguous() and layer.values.is_contiguous() for layer in cache.layers)
+    assert all(layer.keys.untyped_storage().nbytes() == layer.keys.nbytes for layer in cache.layers)  # no cropped view
+
+
+def test_a_suite_runs_on_another_device_named_by_hardware():
+    from memsim.errors import InputError
+
+    suite, cases = load_suite("data/suites/h100.yaml", "h200")
+    assert suite.name == "h200" and all(c.workload.hardware.startswith("h200") for c in cases)
+    assert any(c.workload.hardware == "h200@rtx-4090" for c in cases)  # emulated capacities follow
+    with pytest.raises(InputError, match="--hardware"):
+        load_suite("data/suites/h100.yaml", "h201")
+
+
+def test_validate_summarizes_step_time_by_task_and_bound():
+    from memsim.validate import comparison, summary
+
+    suite, cases = load_suite("data/suites/h100.yaml", "h200")
+    done = read_results(__import__("pathlib").Path("data/validation/h200.jsonl"))
+    df = comparison([c for c in cases if c.id.startswith(("tinyllama-prefill", "qwen0.5b-decode", "tinyllama-train-bf16-b12"))], done)
+    s = summary(df)
+    assert s["step, train"]["cases"] == 1 and s["step, inference"]["cases"] == 2
+    assert set(df["predicted_bound"]) <= {"compute", "memory", "launch", "host"}

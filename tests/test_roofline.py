@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from memsim.cli import app
 from memsim.predict import predict_time, step_config
-from memsim.roofline import _shape
+from memsim.roofline import _LaunchQueue, _shape
 from memsim.runtimes.hf_steps import build_program
 from memsim.tape import COST, OpCost, Tape, recording_costs
 from memsim.workload import Workload
@@ -79,3 +79,71 @@ def test_generate_is_a_prefill_then_its_decode_steps():
     total, tokens, _ = predict_time(w)
     assert total == pytest.approx(phases["prefill"].seconds + 8 * phases["decode"].seconds)
     assert tokens == 4 * 9
+
+
+def _costs(w: dict) -> list[OpCost]:
+    cfg = step_config(Workload.parse({**H100, **w}))
+    with recording_costs():
+        prog = build_program(cfg)
+    return [ev[0] for seg in prog.segments for ev in seg.events if ev[1] == COST]
+
+
+def test_kernels_carry_their_memory_layout():
+    by = {c.name: c for c in _costs(dict(model="tinyllama-1.1b", batch=1, seq=256))}
+    assert by["rope.mul_cos"].layout == "strided" and by["rope.cat"].layout == "cat_strided"
+    assert by["norm.mul"].layout == "broadcast_rows" and by["norm.weight"].layout == "broadcast"
+    assert by["norm.to_fp32"].layout == "cast" and by["norm.mean"].layout == "reduce"
+    assert by["residual.attn"].layout == "contiguous" and by["optimizer.step"].layout == "foreach"
+
+
+def test_backward_products_name_their_gradients_and_pass_through_backward_launches_nothing():
+    costs = _costs(dict(model="tinyllama-1.1b", batch=1, seq=256, methods=[{"name": "lora", "rank": 8}]))
+    by = {c.name: c for c in costs}
+    assert by["q_proj.bwd"].grads == "x"  # frozen base weight: the input's gradient only
+    # The adapter's weight gradient, and its input's past the first layer (frozen embeddings feed
+    # layer 0); peft's adapters are fp32.
+    assert {c.grads for c in costs if c.name == "q_proj.lora_A.bwd"} == {"w", "wx"} and by["q_proj.lora_A"].dtype_bytes == 4
+    assert "residual.attn.bwd" not in by  # AddBackward hands the gradient on
+    assert any(c.name.startswith("grad.") and c.name.endswith(".sum") for c in costs)  # the residual stream's sums
+
+
+def test_the_launch_queue_lies_between_the_longer_and_the_sum_of_host_and_gpu():
+    q = _LaunchQueue(host_per_kernel=10e-6)
+    for _ in range(100):
+        q.run(1, 1e-6)  # tiny kernels: the GPU waits on the host
+    assert q.gpu == pytest.approx(100 * 10e-6 + 1e-6)
+    q.run(1, 5e-3)  # a long one: the host runs ahead
+    for _ in range(100):
+        q.run(1, 1e-6)
+    host, gpu = q.host, 200 * 1e-6 + 5e-3
+    assert max(host, gpu) <= q.gpu <= host + gpu
+    assert q.gpu == pytest.approx(101 * 10e-6 + 5e-3 + 100 * 1e-6)  # the queued tiny kernels run back to back
+
+
+def test_foreach_steps_launch_by_multi_tensor_apply_chunks():
+    from memsim.optimizers import Param, Params, multi_tensor_launches, step_cost
+
+    billion = Params(prefix=(), layer=(Param(2**15, 2**15, 2),), layers=1)  # 2**30 elements
+    assert multi_tensor_launches(billion) == -(-(2**30) // (65536 * 320)) == 52
+    many_small = Params(prefix=(), layer=(Param(64, 0, 2),), layers=480)
+    assert multi_tensor_launches(many_small) == 10  # 48 tensors a launch
+    assert step_cost("adamw", "foreach", billion)[1] == 8 * multi_tensor_launches(billion)
+    assert step_cost("adamw", "for-loop", many_small)[1] == 8 * 480
+
+
+def test_host_cost_per_tape_kernel_comes_from_the_calibration_step():
+    from memsim.catalog import load_measured
+    from memsim.predict import _calibration_tape_kernels, host_per_tape_kernel
+
+    h200 = load_measured("h200")
+    launch = h200.launch
+    expected = launch.hf_train_host_per_kernel_s * launch.hf_train_kernels / _calibration_tape_kernels(True)
+    assert host_per_tape_kernel(h200, "train") == pytest.approx(expected)
+    assert _calibration_tape_kernels(True) < launch.hf_train_kernels  # the tape names fewer kernels than run
+    assert host_per_tape_kernel(load_measured("h100-sxm-80gb"), "train") is None  # no kernel counts there
+
+
+def test_moe_experts_run_at_one_experts_product_rate():
+    costs = _costs(dict(model="qwen1.5-moe-a2.7b", task="train", batch=1, seq=512))
+    gu = next(c for c in costs if c.name == "experts.gate_up")
+    assert gu.kind == "grouped" and gu.group[0] == 512 * 4 // 60 and gu.group[1:] == (2 * 1408, 2048)
