@@ -1,12 +1,15 @@
-"""The H100 suite's cases predicted by llm-analysis (github.com/cli99/llm-analysis), beside memsim's
-predictions and the measurements: peak memory and step time. It reads the measurements
-(data/validation/h100.jsonl), memsim's comparison (data/validation/h100-compare.csv, from
-`memsim validate data/suites/h100.yaml --no-run`) and the model configs (data/models/), and writes
-data/validation/llm-analysis-h100.csv. llm-analysis pins its own dependencies, so it runs in a
-virtualenv of its own, without memsim:
+"""The validation suite's cases predicted by llm-analysis (github.com/cli99/llm-analysis), beside
+memsim's predictions and the measurements: peak memory and step time. It reads the measurements
+(data/validation/DEVICE.jsonl), memsim's comparison (data/validation/DEVICE-compare.csv, from
+`memsim validate data/suites/h100.yaml [--hardware h200] --no-run`) and the model configs
+(data/models/), and writes data/validation/llm-analysis-DEVICE.csv. llm-analysis pins its own
+dependencies, so it runs in a virtualenv of its own, without memsim:
 
     python -m venv /tmp/llma && /tmp/llma/bin/pip install llm-analysis==0.2.2
-    /tmp/llma/bin/python benchmarks/llm_analysis_compare.py
+    /tmp/llma/bin/python benchmarks/llm_analysis_compare.py [h100|h200]
+
+llm-analysis 0.2.2 has no H200: it is given its H100 SXM with the H200's memory and bandwidth
+(NVIDIA H200 datasheet: 141 GB of HBM3e at 4.8 TB/s; the same Hopper compute).
 
 llm-analysis is given what it asks for: the layer count, heads, KV heads, hidden size, vocabulary,
 the ffn size with its expansion ratio (ffn sizes are rarely a multiple of the hidden size), gated
@@ -26,7 +29,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "data" / "validation" / "llm-analysis-h100.csv"
+VALIDATION = ROOT / "data" / "validation"
 
 
 def model_config(ref):
@@ -56,13 +59,24 @@ def unsupported(w: dict) -> str:
     return ""
 
 
-def predict(w: dict) -> tuple[float, float]:
-    """(peak memory bytes, step seconds) by llm-analysis on an H100 SXM."""
+def gpu_config(device: str):
+    import dataclasses
+
+    from llm_analysis.config import get_gpu_config_by_name
+
+    h100 = get_gpu_config_by_name("h100-sxm-80gb")
+    if device == "h100":
+        return h100
+    return dataclasses.replace(h100, name="h200", mem_per_GPU_in_GB=141, hbm_bandwidth_in_GB_per_sec=4800)
+
+
+def predict(w: dict, device: str) -> tuple[float, float]:
+    """(peak memory bytes, step seconds) by llm-analysis on the device."""
     from llm_analysis.analysis import ActivationRecomputation, LLMAnalysis
-    from llm_analysis.config import get_dtype_config_by_name, get_gpu_config_by_name
+    from llm_analysis.config import get_dtype_config_by_name
 
     dtype = get_dtype_config_by_name("w16a16e16")
-    a = LLMAnalysis(model_config(w["model"]), get_gpu_config_by_name("h100-sxm-80gb"), dtype)
+    a = LLMAnalysis(model_config(w["model"]), gpu_config(device), dtype)
     methods = [m if isinstance(m, str) else m["name"] for m in w["methods"]]
     if w["task"] == "train":
         r = a.training(batch_size_per_gpu=w["batch"], seq_len=w["seq"], mlp_gated_linear_units=True,
@@ -84,12 +98,17 @@ def main() -> int:
     logging.disable(logging.WARNING)
     import llm_analysis  # noqa: F401  (fails here, not mid-table, when it is not installed)
 
+    device = sys.argv[1] if len(sys.argv) > 1 else "h100"
+    if device not in ("h100", "h200"):
+        print(f"device: '{device}' is not one of h100, h200", file=sys.stderr)
+        return 2
+    out = VALIDATION / f"llm-analysis-{device}.csv"
     measured = {}
-    for line in (ROOT / "data" / "validation" / "h100.jsonl").read_text().splitlines():
+    for line in (VALIDATION / f"{device}.jsonl").read_text().splitlines():
         m = json.loads(line)
         if m["fits"] and not m["case"].startswith("edge-"):
             measured[m["case"]] = m
-    memsim = {r["case"]: r for r in csv.DictReader((ROOT / "data" / "validation" / "h100-compare.csv").open())}
+    memsim = {r["case"]: r for r in csv.DictReader((VALIDATION / f"{device}-compare.csv").open())}
     rows = []
     for case, m in measured.items():
         w = m["workload"]
@@ -104,7 +123,7 @@ def main() -> int:
             row["note"] = why
         else:
             try:
-                memory, seconds = predict(w)
+                memory, seconds = predict(w, device)
             except Exception as e:  # llm-analysis refuses some configs; the table says which
                 row["note"] = f"llm-analysis failed: {str(e).splitlines()[0][:120]}"
             else:
@@ -113,8 +132,8 @@ def main() -> int:
         rows.append(row)
         la = f"{row['llm_analysis_error']:+8.1%}" if row["llm_analysis_error"] != "" else "       -"
         print(f"{case:45} memory: memsim {row['memsim_error']:+7.2%} llm-analysis {la}   {row['note']}", flush=True)
-    with OUT.open("w", newline="") as f:
-        f.write(f"# H100 suite: measured, memsim and llm-analysis {llm_analysis_version()} (defaults, expansion_ratio given); "
+    with out.open("w", newline="") as f:
+        f.write(f"# {device.upper()} suite: measured, memsim and llm-analysis {llm_analysis_version()} (defaults, expansion_ratio given); "
                 "errors are (predicted - measured) / measured\n")
         wr = csv.DictWriter(f, fieldnames=list(rows[0]))
         wr.writeheader()
@@ -125,7 +144,7 @@ def main() -> int:
         la = [abs(r[f"llm_analysis_{key}"]) for r in both]
         print(f"{label} over the {len(both)} cases both model: memsim median {statistics.median(ms):.1%} max {max(ms):.1%}; "
               f"llm-analysis median {statistics.median(la):.1%} max {max(la):.1%}")
-    print(f"-> {OUT}")
+    print(f"-> {out}")
     return 0
 
 
