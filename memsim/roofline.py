@@ -1,13 +1,14 @@
 """Time on the roofline: every kernel of a Program (the OpCost events its tapes record) timed on a
 device, and the step's time with what bounds it.
 
-A kernel takes the longest of: its arithmetic at the rate measured for its kind (a product of the
-nearest calibrated shape; SDPA by head dim, mask and direction), its bytes at the bandwidth
-measured for its kind (elementwise, cat, copy), and the device time of a tiny kernel (all from
-`memsim calibrate`). Eager PyTorch also spends host time per kernel (Python modules, the
-dispatcher, autograd), measured on a small transformers decoder for forward, train and decode
-steps; the host runs ahead of the GPU, so a step takes the longer of the two sums. Without a
-measured profile the datasheet's peaks stand in, and the time is a lower bound.
+A kernel takes the longest of: its arithmetic at the rate measured for its kind (a product at its
+shape, interpolated over the calibrated grid; SDPA by head dim, mask, length and direction), its
+bytes at the bandwidth measured for its memory layout and size (contiguous, broadcast, strided,
+cast, cat ...), and the device time of a tiny kernel (all from `memsim calibrate`). Eager PyTorch
+also spends host time per kernel (Python modules, the dispatcher, autograd), measured on a small
+transformers decoder's steps; the kernels go through the host's launch queue (_LaunchQueue), so a
+step takes between the longer and the sum of the GPU's and the host's totals. Without a measured
+profile the datasheet's peaks stand in, and the time is a lower bound.
 """
 
 from __future__ import annotations
