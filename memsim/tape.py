@@ -195,11 +195,13 @@ class Tape:
         self._record(name, [x], out, (), recipe, cost=None)
         return out
 
-    def record(self, name: str, inputs: list[T], out: T, saves, recipe, cost: OpCost | None = None) -> None:
+    def record(self, name: str, inputs: list[T], out: T, saves, recipe, cost: OpCost | None = None,
+               layout: str = "contiguous", read: tuple[T, ...] = ()) -> None:
         """Record a node for an output allocated separately (ops with several outputs, ops
-        saving their own output: `cost` is then that op's, tp.last_cost; in-place ops)."""
+        saving their own output: `cost` is then that op's, tp.last_cost; in-place ops, whose
+        kernel reads and writes `out`, and reads `read` with the given `layout`)."""
         if self.costs and cost is None and name != getattr(self.last_cost, "name", None):  # in place: a kernel of its own
-            cost = OpCost(name, "memory", 2 * out.nbytes)
+            cost = OpCost(name, "memory", 2 * out.nbytes + sum(t.nbytes for t in read), layout=layout)
             self.events.append((cost, COST, 0))
         self._record(name, inputs, out, saves, recipe, cost or self.last_cost)
 

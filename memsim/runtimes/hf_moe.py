@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .. import ops
 from ..optimizers import Param
-from ..tape import WEIGHTS, T, Tape
+from ..tape import COST, WEIGHTS, OpCost, T, Tape
 from . import hf_transformers as hf
 from .hf_arch import Arch
 from .hf_transformers import FP32, INT64, Shapes
@@ -181,7 +181,9 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
 
     ids_sorted = tp.new("experts.sort.values", rows * INT64)
     perm = tp.new("experts.sort.indices", rows * INT64)
+    _routing_kernels(tp, "experts.sort", SORT_KERNELS, SORT_PASSES * 4 * rows * INT64)
     token_of_row = tp.new("experts.perm//top_k", rows * INT64)
+    _routing_kernels(tp, "experts.perm//top_k", 1, 2 * rows * INT64)
     x = _gather(tp, "experts.gather_tokens", h, token_of_row, rows * d * b)
     tp.drop(token_of_row)
     sw = _gather(tp, "experts.gather_weights", scores, perm, rows * score_bytes)
@@ -189,6 +191,8 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
     counts = tp.new("experts.histc", m.num_experts * INT32)
     offs = tp.new("experts.offsets", m.num_experts * INT32)  # cumsum(..., dtype=int32)
     mask = tp.new("experts.sentinel_mask", rows * BOOL)
+    # the cast, histc (a memset and the histogram), cumsum (cub's scan: init and sweep), the mask
+    _routing_kernels(tp, "experts.offsets", 6, rows * (INT64 + 2 * INT32 + BOOL))
     x = _masked_fill_(tp, "experts.premask", x, mask)
 
     per_expert = max(rows // m.num_experts, 1)  # rows a group multiplies, routing balanced
@@ -209,6 +213,7 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
     weighted = _scale_rows(tp, down2, sw, rows * d * out_b)
     inv = tp.new("experts.inv_perm", rows * INT64)
     tp.drop(tp.new("experts.arange", rows * INT64))  # inv_perm[perm] = arange(S)
+    _routing_kernels(tp, "experts.inv_perm", 2, 4 * rows * INT64)  # arange, then the scatter
     restored = _gather(tp, "experts.restore_order", weighted, inv, weighted.nbytes)
     tp.drop(weighted)
     rows3 = tp.view("experts.view", restored, recipe=(("grad", 0),))  # backward reshapes an expand: a copy
@@ -217,6 +222,20 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
     out = ops.cast(tp, "experts.to_dtype", summed, n * d * b)
     tp.drop(ids_sorted, perm, x, sw, hist_in, counts, offs, mask, down2, restored, inv, summed)
     return out
+
+
+# torch.sort of the flattened int64 expert ids (ATen Sort.cu -> cub's radix sort): one onesweep
+# pass per 8-bit digit of the 64-bit key, each reading and writing keys and values, after a
+# histogram and an exclusive sum.
+SORT_PASSES = 8
+SORT_KERNELS = SORT_PASSES + 2
+
+
+def _routing_kernels(tp: Tape, name: str, kernels: int, nbytes: int) -> None:
+    """The routing's index kernels (their tensors are allocated by the caller): work for the
+    roofline only, nothing for autograd."""
+    if tp.costs:
+        tp.events.append((OpCost(name, "memory", nbytes, kernels=kernels), COST, 0))
 
 
 def _mul_saves(a: T, b: T) -> list[T]:
@@ -229,13 +248,14 @@ def _gather(tp: Tape, name: str, src: T, index: T, out_nbytes: int) -> T:
 
 
 def _masked_fill(tp: Tape, name: str, x: T, mask: T) -> T:
-    return tp.op(name, [x], x.nbytes, [mask], (("grad", 0),))
+    """x.masked_fill(mask[:, None], 0): the row mask broadcast over x's columns."""
+    return tp.op(name, [x, mask], x.nbytes, [mask], (("grad", 0),))
 
 
 def _masked_fill_(tp: Tape, name: str, x: T, mask: T) -> T:
     """In place: the same storage under a new autograd node."""
     out = T(name, tp._hold(x).storage)
-    tp.record(name, [x], out, [mask], (("grad", 0),))
+    tp.record(name, [x], out, [mask], (("grad", 0),), layout="broadcast", read=(mask,))
     tp.drop(x)
     return out
 
