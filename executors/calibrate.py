@@ -302,7 +302,15 @@ def launches(progress=lambda msg: None) -> dict:
                 hf_decode_host_per_kernel_s=decode, hf_forward_kernels=fwd_kernels, hf_train_kernels=train_kernels)
 
 
-def _hf_host_per_kernel() -> tuple[tuple[float, int], ...]:
+def host_launch_costs() -> dict[str, float]:
+    """This process's host cost per kernel of the calibration steps (LaunchCosts' hf_ fields): what
+    a measurement records of the host it ran on."""
+    (fwd, fwd_kernels), (train, train_kernels), _ = _hf_host_per_kernel(quiet=True)
+    return dict(hf_forward_host_per_kernel_s=fwd, hf_forward_kernels=fwd_kernels, hf_train_host_per_kernel_s=train,
+                hf_train_kernels=train_kernels)
+
+
+def _hf_host_per_kernel(quiet: bool = False) -> tuple[tuple[float, int], ...]:
     """(host seconds per CUDA kernel, kernels) of HOST_CALIBRATION_MODEL's prefill, train step and
     decode step (the executor's protocols), whose kernels take microseconds, so that the step's
     wall time is the host's."""
@@ -349,7 +357,8 @@ def _hf_host_per_kernel() -> tuple[tuple[float, int], ...]:
             torch.cuda.synchronize()
 
         seconds = _host_median(timed, reps=10)
-        print(f"host per kernel, {name}: {seconds * 1e3:.3f} ms a call, {kernels:.0f} kernels", flush=True)
+        if not quiet:
+            print(f"host per kernel, {name}: {seconds * 1e3:.3f} ms a call, {kernels:.0f} kernels", flush=True)
         out.append((seconds / max(kernels, 1), round(kernels)))
     return tuple(out)
 

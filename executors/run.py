@@ -185,8 +185,22 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
                            peak_allocated_bytes=torch.cuda.max_memory_allocated(),
                            peak_reserved_bytes=torch.cuda.max_memory_reserved(), **meta)
     free, total = torch.cuda.mem_get_info()
+    tokens = run.tokens
+    del model, opt, run
+    torch.cuda.empty_cache()
     return Measurement(fits=True, peak_allocated_bytes=allocated, peak_reserved_bytes=reserved, device_bytes=total - free,
-                       resident_bytes=resident, step_times_s=times, tokens_per_step=run.tokens, **meta)
+                       resident_bytes=resident, step_times_s=times, tokens_per_step=tokens, host_launch=_host_launch(), **meta)
+
+
+def _host_launch() -> dict[str, float]:
+    """The host's speed in this process, after the measured steps (calibrate.host_launch_costs);
+    empty if it cannot be measured here, which leaves the measurement as it was."""
+    from .calibrate import host_launch_costs
+
+    try:
+        return host_launch_costs()
+    except Exception:  # the profiler or the small model failed: the step times stand without it
+        return {}
 
 
 def _measure_cpu(w, cfg, config, warmup, steps, meta) -> Measurement:

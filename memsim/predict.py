@@ -123,10 +123,11 @@ def _check_moe_lora_targets(model, targets) -> None:
         )
 
 
-def phase_times(workload: Workload | dict) -> dict:
+def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> dict:
     """Each phase's step on the roofline (memsim/roofline.py), with the device's measured profile
     where one is committed: {"train": ...}, {"prefill": ...}, {"decode": one step against `seq`
-    cached tokens}; generate: {"prefill": ..., "decode": one step at the mean cache length}."""
+    cached tokens}; generate: {"prefill": ..., "decode": one step at the mean cache length}.
+    `host_launch` (a Measurement's) puts that run's host speed in place of the profile's."""
     from .catalog import load_measured
     from .roofline import step_time
     from .runtimes.hf_steps import decode_program, prefill_program
@@ -135,6 +136,8 @@ def phase_times(workload: Workload | dict) -> dict:
     w = workload if isinstance(workload, Workload) else Workload.parse(workload)
     cfg = step_config(w)
     hw, profile = load_hardware(w.hardware), load_measured(w.hardware)
+    if host_launch and profile is not None and profile.launch is not None:
+        profile = profile.model_copy(update={"launch": profile.launch.model_copy(update=host_launch)})
 
     def timed(build, mode):
         with recording_costs():
@@ -152,11 +155,11 @@ def phase_times(workload: Workload | dict) -> dict:
     return phases
 
 
-def predict_time(workload: Workload | dict):
+def predict_time(workload: Workload | dict, host_launch: dict | None = None):
     """(seconds, tokens, StepTime of the phase that takes longest) of one step of the task; for
-    generate, the prefill and its new_tokens - 1 decode steps."""
+    generate, the prefill and its new_tokens - 1 decode steps (`host_launch`: see phase_times)."""
     w = workload if isinstance(workload, Workload) else Workload.parse(workload)
-    phases = phase_times(w)
+    phases = phase_times(w, host_launch)
     steps = {"train": 1, "prefill": 1, "decode": max(w.generate - 1, 1) if w.task == "generate" else 1}
     spent = {name: st.seconds * steps[name] for name, st in phases.items()}
     tokens = {"train": w.batch * w.seq, "prefill": w.batch * w.seq, "decode": w.batch,

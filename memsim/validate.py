@@ -174,27 +174,29 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
         rep = predict(case.workload)
         p = rep.peak["gpu"]
         step_s, bound = _predicted_step(case.workload)
+        own_host_s = _predicted_step(case.workload, m.host_launch)[0] if m.host_launch else float("nan")
         row = dict(case=case.id, task=case.workload.task, predicted_fits=rep.fits, measured_fits=m.fits,
                    predicted_allocated=p.allocated_bytes, measured_allocated=m.peak_allocated_bytes,
                    predicted_reserved=p.reserved_bytes, measured_reserved=m.peak_reserved_bytes,
                    predicted_device=p.device_bytes, measured_device=m.device_bytes,
                    step_time_s=m.step_time_s, tokens_per_s=m.tokens_per_s,
-                   predicted_step_s=step_s, measured_step_s=m.step_time_s, predicted_bound=bound)
-        for k in ("allocated", "reserved", "device", "step"):
-            meas = row[f"measured_{k}"] if k != "step" else row["measured_step_s"]
-            pred = row[f"predicted_{k}"] if k != "step" else row["predicted_step_s"]
+                   predicted_step_s=step_s, measured_step_s=m.step_time_s, predicted_bound=bound,
+                   predicted_step_run_host_s=own_host_s)
+        for k in ("allocated", "reserved", "device", "step", "step_run_host"):
+            meas = row[f"measured_{k}"] if not k.startswith("step") else row["measured_step_s"]
+            pred = row[f"predicted_{k}"] if not k.startswith("step") else row[f"predicted_{k}_s"]
             row[f"error_{k}"] = (pred - meas) / meas if m.fits and meas and pred == pred else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _predicted_step(w: Workload) -> tuple[float, str]:
+def _predicted_step(w: Workload, host_launch: dict | None = None) -> tuple[float, str]:
     """The roofline's step time (memsim.predict.predict_time) and what bounds its longest phase;
     NaN where the device has no rates."""
     from .predict import predict_time
 
     try:
-        seconds, _, st = predict_time(w)
+        seconds, _, st = predict_time(w, host_launch)
         return seconds, st.bound
     except ValueError:
         return float("nan"), ""
@@ -202,8 +204,9 @@ def _predicted_step(w: Workload) -> tuple[float, str]:
 
 def summary(df) -> dict[str, dict[str, float]]:
     """Median and max |error| per figure over the cases that ran to the end; step time also for
-    training and inference apart, and for the steps the roofline predicts bound by the GPU (where
-    the host's speed, which varies between machines, does not set the time)."""
+    training and inference apart, for the steps the roofline predicts bound by the GPU (where the
+    host's speed, which varies between machines, does not set the time), and predicted with the
+    host speed each run measured of itself (Measurement.host_launch), where runs did."""
     out = {}
     groups = {k: df[f"error_{k}"] for k in ("allocated", "reserved", "device", "step")} if len(df) else {}
     if len(df):
@@ -213,6 +216,8 @@ def summary(df) -> dict[str, dict[str, float]]:
         gpu = df["predicted_bound"] != "host"
         groups["step, train, GPU-bound"] = df["error_step"][train & gpu]
         groups["step, inference, GPU-bound"] = df["error_step"][~train & gpu]
+        groups["step, train, the run's host"] = df["error_step_run_host"][train]  # where runs measured it
+        groups["step, inference, the run's host"] = df["error_step_run_host"][~train]
     for k, col in groups.items():
         errs = [abs(e) for e in col if e == e]
         out[k] = {"median": statistics.median(errs) if errs else float("nan"), "max": max(errs) if errs else float("nan"),

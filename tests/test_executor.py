@@ -126,3 +126,21 @@ def test_validate_summarizes_step_time_by_task_and_bound():
     s = summary(df)
     assert s["step, train"]["cases"] == 1 and s["step, inference"]["cases"] == 2
     assert set(df["predicted_bound"]) <= {"compute", "memory", "launch", "host"}
+
+
+def test_a_runs_own_host_speed_predicts_its_host_bound_steps():
+    from pathlib import Path
+
+    from memsim.catalog import load_measured
+    from memsim.validate import comparison
+
+    _, cases = load_suite("data/suites/h100.yaml", "h200")
+    case = next(c for c in cases if c.id == "qwen0.5b-decode-b32s2048")
+    m = read_results(Path("data/validation/h200.jsonl"))[case.id]
+    launch = load_measured("h200").launch
+    slow = m.model_copy(update={"host_launch": {"hf_forward_host_per_kernel_s": 2 * launch.hf_forward_host_per_kernel_s,
+                                                "hf_forward_kernels": launch.hf_forward_kernels}})
+    row = comparison([case], {case.id: slow}).iloc[0]
+    assert row["predicted_step_run_host_s"] == pytest.approx(2 * row["predicted_step_s"], rel=0.05)  # host-bound
+    assert comparison([case], {case.id: m}).iloc[0]["predicted_step_run_host_s"] != comparison([case], {case.id: m}).iloc[0][
+        "predicted_step_run_host_s"]  # NaN: this run measured no host speed
