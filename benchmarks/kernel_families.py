@@ -42,7 +42,7 @@ def real_family(kernel: str) -> str:
 
 
 def tape_family(c: OpCost, step_dtype_bytes: int) -> str:
-    if c.kind in ("matmul", "grouped"):
+    if c.kind in ("matmul", "grouped", "flops"):  # flops: eager and math attention's batched products
         return "gemm-fp32" if (c.dtype_bytes or step_dtype_bytes) == 4 else "gemm"
     if c.kind == "attention":
         return "attention"
