@@ -9,6 +9,7 @@ work with perf_counter. The profile (memsim.calibration.MeasuredProfile) carries
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import tempfile
@@ -71,20 +72,42 @@ def _host_median(fn, reps: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+# A step reads each layer's weights and most activations from HBM, not from the L2 (50 MB on an
+# H100, 60 MB on an H200): operands that fit in it are timed rotating over copies of this many bytes.
+ROTATE_BYTES = 256 * 2**20
+MAX_COPIES = 64
+
+
+def _copies(make, nbytes: int) -> list:
+    """Copies of make()'s operands (`nbytes` each), enough that one pass over them exceeds
+    ROTATE_BYTES: one for operands larger than that."""
+    return [make() for _ in range(min(MAX_COPIES, max(1, -(-ROTATE_BYTES // max(nbytes, 1)))))]
+
+
 def matmuls(dtypes=("bf16", "fp16", "fp32"), progress=lambda msg: None) -> list[dict]:
-    """x [m, k] @ w [n, k].T (an nn.Linear's product) for every shape of MATMUL_SHAPES."""
+    """x [m, k] @ w [n, k].T (an nn.Linear's product) for every shape of MATMUL_SHAPES, timed in
+    CUDA graphs (a small product launched from Python would time the host) over rotating copies
+    of its operands (_rotating: from HBM, as in a step)."""
     rows = []
     for name in dtypes:
+        dtype = DTYPES[name]
         for m, n, k in MATMUL_SHAPES:
             progress(f"matmul {name} {m}x{n}x{k}")
-            a = torch.randn(m, k, device="cuda", dtype=DTYPES[name])
-            b = torch.randn(n, k, device="cuda", dtype=DTYPES[name])
+            operands = _copies(lambda: (torch.randn(m, k, device="cuda", dtype=dtype), torch.randn(n, k, device="cuda", dtype=dtype)),
+                               (m + n) * k * dtype.itemsize)
+            cycle = itertools.cycle(operands)
+
+            def product():
+                a, b = next(cycle)
+                return torch.mm(a, b.t())
+
             flops = 2 * m * n * k
             reps = max(3, min(20, int(2e12 / flops)))
             inner = 20 if flops < 1e10 else 5 if flops < 1e11 else 1
-            s = _cuda_median(lambda: torch.mm(a, b.t()), reps, inner=inner)
+            s = _graph_median(product, reps, inner=len(operands) * -(-inner // len(operands)))
             rows.append(dict(dtype=name, m=m, n=n, k=k, seconds=s, flops_per_s=flops / s))
-            del a, b
+            del operands, cycle
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -176,16 +199,23 @@ def memory_kernels(progress=lambda msg: None) -> dict:
     transposed q) and dtype-casting ones in slower general kernels; cat of a contiguous cache
     differs from cat of strided halves. Each at MEMORY_SIZES (its main tensor's bytes: L2-resident
     up to HBM-bound), bytes counted as the tape counts them (memsim/tape.py: inputs + output),
-    timed in CUDA graphs: device time, without the host's launch gaps."""
+    timed in CUDA graphs (device time, without the host's launch gaps) over copies that rotate
+    past the L2."""
     from memsim.calibration import MEMORY_SIZES
 
     layouts, largest = [], {}
     for n in sorted(MEMORY_SIZES):
         progress(f"memory kernels {n} B")
-        for layout, (fn, nbytes) in _layout_kernels(n).items():
-            t = _graph_median(fn, reps=10, inner=20 if n <= 2**25 else 4)
+        # A kernel of a set touches about three tensors of n bytes: copies of the set rotate past the L2.
+        kernel_sets = _copies(lambda: _layout_kernels(n), 3 * n)
+        copies = len(kernel_sets)
+        for layout, (_, nbytes) in kernel_sets[0].items():
+            cycle = itertools.cycle([ks[layout][0] for ks in kernel_sets])
+            inner = 20 if n <= 2**25 else 4
+            t = _graph_median(lambda: next(cycle)(), reps=10, inner=copies * -(-inner // copies))
             layouts.append(dict(layout=layout, bytes=nbytes, seconds=t, bytes_per_s=nbytes / t))
             largest[layout] = nbytes / t
+        del kernel_sets
         torch.cuda.empty_cache()
     return dict(elementwise_bytes_per_s=largest["contiguous"], cat_bytes_per_s=largest["cat"], layouts=layouts)
 
