@@ -305,8 +305,11 @@ def roofline(
             t.add_row(k.name, k.phase, f"{k.count:,}", f"{k.seconds * 1e3:,.2f}", f"{k.seconds / total:.1%}", k.bound,
                       f"{k.flops / k.seconds / 1e12:,.0f}" if k.flops else "-", f"{k.bytes / k.seconds / 1e9:,.0f}")
         out.print(t)
-        out.print(f"step: {seconds * 1e3:,.1f} ms ({st.bound}-bound; GPU {st.gpu_seconds * 1e3:,.1f} ms, host "
-                  f"{st.host_seconds * 1e3:,.1f} ms) · {tokens / seconds:,.0f} tokens/s")
+        if w.task == "generate":  # its phases follow, each with what bounds it
+            out.print(f"generate: {seconds * 1e3:,.1f} ms for {w.generate} new tokens · {tokens / seconds:,.0f} tokens/s")
+        else:
+            out.print(f"step: {seconds * 1e3:,.1f} ms ({st.bound}-bound; GPU {st.gpu_seconds * 1e3:,.1f} ms, host "
+                      f"{st.host_seconds * 1e3:,.1f} ms) · {tokens / seconds:,.0f} tokens/s")
         if w.task in ("prefill", "generate", "decode"):
             from .predict import phase_times
 
