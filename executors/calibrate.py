@@ -327,26 +327,31 @@ def launches(progress=lambda msg: None) -> dict:
     gpu = _cuda_median(graph.replay, reps=10) / 1000
     host_op = _host_median(lambda: [x.add_(1) for _ in range(1000)], reps=5) / 1000
     torch.cuda.synchronize()
-    (fwd, fwd_kernels), (train, train_kernels), (decode, _) = _hf_host_per_kernel()
-    return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_forward_host_per_kernel_s=fwd, hf_train_host_per_kernel_s=train,
-                hf_decode_host_per_kernel_s=decode, hf_forward_kernels=fwd_kernels, hf_train_kernels=train_kernels)
+    steps = _hf_host_per_kernel()
+    return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_decode_host_per_kernel_s=steps["decode"][0], **_host_fields(steps))
+
+
+def _host_fields(steps: dict) -> dict:
+    """LaunchCosts' hf_ fields from _hf_host_per_kernel's steps."""
+    out = {}
+    for step, field in (("forward", "forward"), ("train", "train"), ("lora-train", "lora_train")):
+        out[f"hf_{field}_host_per_kernel_s"], out[f"hf_{field}_kernels"] = steps[step]
+    return out
 
 
 def host_launch_costs() -> dict[str, float]:
     """This process's host cost per kernel of the calibration steps (LaunchCosts' hf_ fields): what
     a measurement records of the host it ran on."""
-    (fwd, fwd_kernels), (train, train_kernels), _ = _hf_host_per_kernel(quiet=True)
-    return dict(hf_forward_host_per_kernel_s=fwd, hf_forward_kernels=fwd_kernels, hf_train_host_per_kernel_s=train,
-                hf_train_kernels=train_kernels)
+    return _host_fields(_hf_host_per_kernel(quiet=True))
 
 
-def _hf_host_per_kernel(quiet: bool = False) -> tuple[tuple[float, int], ...]:
-    """(host seconds per CUDA kernel, kernels) of HOST_CALIBRATION_MODEL's prefill, train step and
-    decode step (the executor's protocols), whose kernels take microseconds, so that the step's
-    wall time is the host's."""
+def _hf_host_per_kernel(quiet: bool = False) -> dict[str, tuple[float, int]]:
+    """{step: (host seconds per CUDA kernel, kernels)} of HOST_CALIBRATION_MODEL's prefill
+    ("forward"), train step, train step with LoRA ("lora-train") and decode step (the executor's
+    protocols), whose kernels take microseconds, so that the step's wall time is the host's."""
     from torch.profiler import ProfilerActivity, profile
 
-    from memsim.calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ
+    from memsim.calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_LORA, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ
 
     from .protocol import decode_step, input_ids, new_cache, prefill, train_step
     from .trace import build_model, make_optimizer
@@ -355,6 +360,8 @@ def _hf_host_per_kernel(quiet: bool = False) -> tuple[tuple[float, int], ...]:
     with torch.device("cuda"):
         model = build_model(config, "sdpa", "bf16")
         opt = make_optimizer(list(model.parameters()), "adamw", "foreach")
+        lora = build_model(config, "sdpa", "bf16", HOST_CALIBRATION_LORA["rank"], tuple(HOST_CALIBRATION_LORA["targets"]))
+        lora_opt = make_optimizer([p for p in lora.parameters() if p.requires_grad], "adamw", "foreach")
     ids = input_ids(HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ, config["vocab_size"]).cuda()
 
     def forward():
@@ -363,6 +370,9 @@ def _hf_host_per_kernel(quiet: bool = False) -> tuple[tuple[float, int], ...]:
     def step():
         train_step(model, ids, opt)
 
+    def lora_step():
+        train_step(lora, ids, lora_opt)
+
     cache = new_cache(model)
     prefill(model, ids, cache)
     next_ids = ids[:, -1:]
@@ -370,9 +380,9 @@ def _hf_host_per_kernel(quiet: bool = False) -> tuple[tuple[float, int], ...]:
     def decode():  # the cache grows a token a call: 64 to 78 tokens, the same kernels
         decode_step(model, cache, next_ids)
 
-    out = []
+    out = {}
     calls = 3
-    for name, fn in (("forward", forward), ("train", step), ("decode", decode)):
+    for name, fn in (("forward", forward), ("train", step), ("lora-train", lora_step), ("decode", decode)):
         for _ in range(3):
             fn()
         torch.cuda.synchronize()
@@ -389,8 +399,8 @@ def _hf_host_per_kernel(quiet: bool = False) -> tuple[tuple[float, int], ...]:
         seconds = _host_median(timed, reps=10)
         if not quiet:
             print(f"host per kernel, {name}: {seconds * 1e3:.3f} ms a call, {kernels:.0f} kernels", flush=True)
-        out.append((seconds / max(kernels, 1), round(kernels)))
-    return tuple(out)
+        out[name] = (seconds / max(kernels, 1), round(kernels))
+    return out
 
 
 def calibrate(name: str, base: str = "", quick: bool = False, disk_folder: str | None = None,

@@ -63,6 +63,9 @@ HOST_CALIBRATION_MODEL = dict(model_type="llama", hidden_size=64, intermediate_s
                               num_attention_heads=4, num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
                               tie_word_embeddings=False)
 HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ = 2, 64
+HOST_CALIBRATION_LORA = {"name": "lora", "rank": 8, "targets": ["q_proj", "v_proj"]}  # peft's Python per adapter
+# The calibration steps by name: (task, methods), as memsim's Workload names them.
+HOST_CALIBRATION_STEPS = {"forward": ("prefill", []), "train": ("train", []), "lora-train": ("train", [HOST_CALIBRATION_LORA])}
 
 
 class LaunchCosts(BaseModel):
@@ -77,6 +80,17 @@ class LaunchCosts(BaseModel):
     hf_decode_host_per_kernel_s: float = Field(0.0, ge=0)
     hf_forward_kernels: int = 0  # 0 in profiles before 2026-12
     hf_train_kernels: int = 0
+    # The same train step with peft's LoRA (HOST_CALIBRATION_LORA): its layers' Python costs more
+    # per kernel. 0 in profiles before it was measured.
+    hf_lora_train_host_per_kernel_s: float = Field(0.0, ge=0)
+    hf_lora_train_kernels: int = 0
+
+    def host_step(self, step: str) -> tuple[float, int]:
+        """(host seconds per kernel, kernels) of a HOST_CALIBRATION_STEPS step; kernels 0 where
+        the profile did not count them."""
+        return {"forward": (self.hf_forward_host_per_kernel_s, self.hf_forward_kernels),
+                "train": (self.hf_train_host_per_kernel_s, self.hf_train_kernels),
+                "lora-train": (self.hf_lora_train_host_per_kernel_s, self.hf_lora_train_kernels)}[step]
 
 
 class AttentionPoint(BaseModel):

@@ -143,7 +143,7 @@ def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> d
         with recording_costs():
             program = build()
         return step_time(program, hw, profile, w.precision.compute, cfg.dtype_bytes, mode,
-                         host_per_tape_kernel(profile, mode))
+                         host_per_tape_kernel(profile, mode, lora=cfg.lora_rank > 0))
 
     if cfg.task == "train":
         return {"train": timed(lambda: build_program(cfg), "train")}
@@ -168,31 +168,32 @@ def predict_time(workload: Workload | dict, host_launch: dict | None = None):
     return sum(spent.values()), tokens, phases[longest]
 
 
-def host_per_tape_kernel(profile, mode: str) -> float | None:
+def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> float | None:
     """Host seconds per kernel the tape names, for a `mode` (train, prefill, decode) step: the
-    calibration step's measured host time (calibration.HOST_CALIBRATION_MODEL) over the kernels
-    the tape names for that same step. The tape names fewer kernels than run (a backward's
-    fills and reductions, cuDNN's helpers), and the host's time is what a step pays; None where
-    the profile predates the kernel counts. A decode step is a forward against a cache: the
-    prefill's figure stands in (the calibration's decode runs a slow host path, see roofline)."""
+    calibration step's measured host time (calibration.HOST_CALIBRATION_STEPS; a LoRA training
+    step's own where the profile measured it) over the kernels the tape names for that same step.
+    The tape names fewer kernels than run (a backward's fills and reductions, cuDNN's helpers),
+    and the host's time is what a step pays; None where the profile predates the kernel counts.
+    A decode step is a forward against a cache: the prefill's figure stands in (the
+    calibration's decode runs a slow host path, see roofline)."""
     launch = profile.launch if profile else None
-    train = mode == "train"
-    kernels = (launch.hf_train_kernels if train else launch.hf_forward_kernels) if launch else 0
-    if not kernels:
+    if launch is None:
         return None
-    per_kernel = launch.hf_train_host_per_kernel_s if train else launch.hf_forward_host_per_kernel_s
-    return per_kernel * kernels / _calibration_tape_kernels(train)
+    step = "forward" if mode != "train" else "lora-train" if lora and launch.hf_lora_train_kernels else "train"
+    per_kernel, kernels = launch.host_step(step)
+    return per_kernel * kernels / _calibration_tape_kernels(step) if kernels else None
 
 
-@lru_cache(maxsize=2)
-def _calibration_tape_kernels(train: bool) -> int:
-    from .calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ
+@lru_cache(maxsize=4)
+def _calibration_tape_kernels(step: str) -> int:
+    from .calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ, HOST_CALIBRATION_STEPS
     from .runtimes.hf_steps import prefill_program
     from .tape import COST, recording_costs
 
-    w = Workload.parse(dict(model=HOST_CALIBRATION_MODEL, hardware="h100-sxm-80gb", task="train" if train else "prefill",
+    task, methods = HOST_CALIBRATION_STEPS[step]
+    w = Workload.parse(dict(model=HOST_CALIBRATION_MODEL, hardware="h100-sxm-80gb", task=task, methods=methods,
                             batch=HOST_CALIBRATION_BATCH, seq=HOST_CALIBRATION_SEQ))
     cfg = step_config(w)
     with recording_costs():
-        program = build_program(cfg) if train else prefill_program(cfg)
+        program = build_program(cfg) if task == "train" else prefill_program(cfg)
     return sum(seg.repeat * c.kernels for seg in program.in_step_order() for c, cat, sign in seg.events if not sign and cat == COST)

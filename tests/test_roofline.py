@@ -137,9 +137,13 @@ def test_host_cost_per_tape_kernel_comes_from_the_calibration_step():
 
     h200 = load_measured("h200")
     launch = h200.launch
-    expected = launch.hf_train_host_per_kernel_s * launch.hf_train_kernels / _calibration_tape_kernels(True)
+    expected = launch.hf_train_host_per_kernel_s * launch.hf_train_kernels / _calibration_tape_kernels("train")
     assert host_per_tape_kernel(h200, "train") == pytest.approx(expected)
-    assert _calibration_tape_kernels(True) < launch.hf_train_kernels  # the tape names fewer kernels than run
+    assert _calibration_tape_kernels("train") < launch.hf_train_kernels  # the tape names fewer kernels than run
+    assert host_per_tape_kernel(h200, "train", lora=True) == pytest.approx(expected)  # no LoRA step measured: the plain one
+    lora = h200.model_copy(update={"launch": launch.model_copy(update={"hf_lora_train_host_per_kernel_s": 1e-4,
+                                                                       "hf_lora_train_kernels": 900})})
+    assert host_per_tape_kernel(lora, "train", lora=True) == pytest.approx(1e-4 * 900 / _calibration_tape_kernels("lora-train"))
     assert host_per_tape_kernel(load_measured("h100-sxm-80gb"), "train") is None  # no kernel counts there
 
 
