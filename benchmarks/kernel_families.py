@@ -19,7 +19,7 @@ from memsim.catalog import load_hardware, load_measured
 from memsim.predict import host_per_tape_kernel, step_config
 from memsim.roofline import Rates, kernel_seconds
 from memsim.runtimes.hf_steps import build_program, decode_program, prefill_program
-from memsim.tape import COST, OpCost, recording_costs
+from memsim.tape import OpCost, recording_costs
 from memsim.workload import Workload
 
 FAMILIES = ("gemm", "gemm-fp32", "attention", "elementwise", "elementwise-general", "copy", "cat", "reduce",
@@ -65,10 +65,8 @@ def tape_kernels(w: Workload) -> dict[str, list[float]]:
     profile = load_measured(w.hardware)
     rates = Rates(load_hardware(w.hardware), profile, w.precision.compute, mode, host_per_tape_kernel(profile, mode))
     out: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-    for seg in prog.in_step_order():
-        for c, cat, sign in seg.events:
-            if sign or cat != COST:
-                continue
+    for seg in prog.segments:
+        for c in seg.costs():
             a = out[tape_family(c, cfg.dtype_bytes)]
             a[0] += seg.repeat * c.kernels
             a[1] += seg.repeat * kernel_seconds(c, rates, cfg.dtype_bytes)[0]

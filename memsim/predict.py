@@ -174,8 +174,9 @@ def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> float | None
     step's own where the profile measured it) over the kernels the tape names for that same step.
     The tape names fewer kernels than run (a backward's fills and reductions, cuDNN's helpers),
     and the host's time is what a step pays; None where the profile predates the kernel counts.
-    A decode step is a forward against a cache: the prefill's figure stands in (the
-    calibration's decode runs a slow host path, see roofline)."""
+    A decode step is a forward against a cache: the prefill's figure stands in, since the
+    calibration's own decode measure (a 4-layer model's step against a 64-token cache) runs some
+    slow host path at 200 µs a kernel, 8x its forward, which no suite decode shows."""
     launch = profile.launch if profile else None
     if launch is None:
         return None
@@ -188,7 +189,7 @@ def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> float | None
 def _calibration_tape_kernels(step: str) -> int:
     from .calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ, HOST_CALIBRATION_STEPS
     from .runtimes.hf_steps import prefill_program
-    from .tape import COST, recording_costs
+    from .tape import recording_costs
 
     task, methods = HOST_CALIBRATION_STEPS[step]
     w = Workload.parse(dict(model=HOST_CALIBRATION_MODEL, hardware="h100-sxm-80gb", task=task, methods=methods,
@@ -196,4 +197,4 @@ def _calibration_tape_kernels(step: str) -> int:
     cfg = step_config(w)
     with recording_costs():
         program = build_program(cfg) if task == "train" else prefill_program(cfg)
-    return sum(seg.repeat * c.kernels for seg in program.in_step_order() for c, cat, sign in seg.events if not sign and cat == COST)
+    return sum(seg.repeat * c.kernels for seg in program.segments for c in seg.costs())

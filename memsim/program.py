@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .tape import Event
+from .tape import COST, Event, OpCost
 
 
 @dataclass
@@ -18,6 +18,10 @@ class Segment:
     repeat: int = 1
     resident: bool = False  # allocated before the step and held through it (weights)
     lazy: bool = False  # resident, but first allocated here by the first step (optimizer state)
+
+    def costs(self) -> list[OpCost]:
+        """The kernels' work this segment records (OpCost events), in order; memory walks skip them."""
+        return [e[0] for e in self.events if not e[2] and e[1] == COST]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .calibration import MeasuredProfile
 from .hardware import HardwareSpec
 from .program import Program
-from .tape import COST, OpCost
+from .tape import OpCost
 
 
 @dataclass
@@ -62,12 +62,11 @@ class Rates:
             raise ValueError(f"hardware '{hw.name}' has no {dtype} peak or memory bandwidth")
         launch = profile.launch if profile else None
         self.kernel_floor = launch.gpu_kernel_s if launch else 0.0
-        # A decode step is a forward: the calibration's own decode measure (a 4-layer model's step
-        # against a 64-token cache) runs some slow host path at 200 µs a kernel, 8x its forward,
-        # which no suite decode shows; the forward's cost stands in until that is understood.
-        per_kernel = {"train": "hf_train_host_per_kernel_s", "prefill": "hf_forward_host_per_kernel_s",
-                      "decode": "hf_forward_host_per_kernel_s"}
-        self.host_per_kernel = host_per_kernel if host_per_kernel is not None else getattr(launch, per_kernel[mode]) if launch else 0.0
+        # A decode step is a forward (see predict.host_per_tape_kernel): the profiler's kernels'
+        # host cost, where the caller gives none per tape kernel.
+        if host_per_kernel is None:
+            host_per_kernel = launch.host_step("train" if mode == "train" else "forward")[0] if launch else 0.0
+        self.host_per_kernel = host_per_kernel
         if profile is None:
             self.assumptions.append(f"no measured profile of {hw.name}: datasheet peaks, no launch costs (a lower bound)")
 
@@ -159,7 +158,7 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
     queue = _LaunchQueue(rates.host_per_kernel)
     by_phase: dict[str, float] = defaultdict(float)
     for seg in program.in_step_order():
-        timed = [(cost, *kernel_seconds(cost, rates, dtype_bytes)) for cost, cat, sign in seg.events if not sign and cat == COST]
+        timed = [(cost, *kernel_seconds(cost, rates, dtype_bytes)) for cost in seg.costs()]
         n = seg.repeat
         for _ in range(n):
             for cost, seconds, _, _ in timed:

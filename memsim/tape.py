@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Breakdown categories: the report's contract.
 WEIGHTS = "weights"
@@ -256,21 +256,18 @@ class Tape:
         """Backward's kernels: a product's two (grad input, grad weight), an explicit-arithmetic op's
         `backward_flops` times its forward's, the rest their bytes."""
         moved = grad_out.nbytes + sum(t.nbytes for t in node.saved) + sum(g.nbytes for _, g in produced)
-        fwd = node.cost
-        kind = fwd.kind if fwd is not None else "memory"
+        fwd = node.cost or OpCost(node.name, "memory", 0)  # a node recorded without a kernel of its own
+        kind = fwd.kind
         # A product's backward makes one product per operand that needs a gradient (x, w); any
         # backward launches a kernel per gradient it computes and per temporary it fills.
         grads = "".join("xw"[st[1]] for st in node.recipe if st[0] == "grad" and st[1] < 2 and node.inputs[st[1]].requires_grad)
         launches = sum(1 for st in node.recipe if st[0] == "tmp" or (st[0] == "grad" and node.inputs[st[1]].requires_grad))
         if not launches and kind in ("memory", "cat"):
             return  # gradients handed on unchanged or as views (add, cat, contiguous): no kernel
-        cost = OpCost(f"{node.name}.bwd", kind, moved, fwd.backward_flops * fwd.flops if fwd is not None else 0.0,
-                      fwd.operands if fwd is not None else (), len(grads) if kind == "matmul" else 1,
-                      kernels=max(launches, 1) if kind != "attention" else 1 + len(node.recipe) - 3,
-                      head_dim=fwd.head_dim if fwd is not None else 0, masked=fwd.masked if fwd is not None else False,
-                      seq=fwd.seq if fwd is not None else 0, group=fwd.group if fwd is not None else (),
-                      layout=fwd.layout if fwd is not None else "contiguous", dtype_bytes=fwd.dtype_bytes if fwd is not None else 0,
-                      grads=grads if kind == "matmul" else "")
+        product = kind == "matmul"
+        cost = replace(fwd, name=f"{node.name}.bwd", bytes=moved, flops=fwd.backward_flops * fwd.flops,
+                       passes=len(grads) if product else 1, grads=grads if product else "",
+                       kernels=max(launches, 1) if kind != "attention" else 1 + len(node.recipe) - 3)
         self.events.append((cost, COST, 0))
 
     def _accumulate(self, pending: dict[int, T], x: T, g: T) -> None:
