@@ -67,6 +67,7 @@ class Rates:
         if host_per_kernel is None:
             host_per_kernel = launch.host_step("train" if mode == "train" else "forward")[0] if launch else 0.0
         self.host_per_kernel = host_per_kernel
+        self.host_per_op = launch.host_op_s if launch else 0.0
         if profile is None:
             self.assumptions.append(f"no measured profile of {hw.name}: datasheet peaks, no launch costs (a lower bound)")
 
@@ -84,6 +85,10 @@ class Rates:
         if cost.kind == "cat":
             return self.cat
         return self.elementwise if cost.kind == "memory" else self.bandwidth
+
+    def host(self, cost: OpCost) -> float:
+        """Host seconds to issue one of the cost's kernels (OpCost.issued_by)."""
+        return self.host_per_op if cost.issued_by == "op" else self.host_per_kernel
 
     def attention(self, cost: OpCost) -> float:
         rate = self.profile.attention_rate(cost.head_dim, cost.masked, cost.name.endswith(".bwd"), cost.seq) if self.profile else None
@@ -135,13 +140,12 @@ class _LaunchQueue:
     GPU waiting on the host while a stretch of large ones lets the host run ahead, so the step
     takes between the longer and the sum of the two totals."""
 
-    def __init__(self, host_per_kernel: float):
-        self.host_per_kernel = host_per_kernel
+    def __init__(self):
         self.host = self.gpu = 0.0
 
-    def run(self, launches: int, gpu_seconds: float) -> None:
-        first_issued = self.host + self.host_per_kernel
-        self.host += launches * self.host_per_kernel
+    def run(self, launches: int, gpu_seconds: float, host_per_kernel: float) -> None:
+        first_issued = self.host + host_per_kernel
+        self.host += launches * host_per_kernel
         self.gpu = max(max(self.gpu, first_issued) + gpu_seconds, self.host)
 
 
@@ -155,14 +159,14 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
     rates = Rates(hw, profile, dtype, mode, host_per_kernel)
     agg: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, defaultdict(float)])
     gpu = 0.0
-    queue = _LaunchQueue(rates.host_per_kernel)
+    queue = _LaunchQueue()
     by_phase: dict[str, float] = defaultdict(float)
     for seg in program.in_step_order():
         timed = [(cost, *kernel_seconds(cost, rates, dtype_bytes)) for cost in seg.costs()]
         n = seg.repeat
         for _ in range(n):
             for cost, seconds, _, _ in timed:
-                queue.run(cost.kernels, seconds)
+                queue.run(cost.kernels, seconds, rates.host(cost))
         for cost, seconds, flops, bound in timed:
             gpu += n * seconds
             by_phase[seg.name] += n * seconds

@@ -66,6 +66,10 @@ class OpCost:
     dtype_bytes: int = 0  # a product's element size where it is not the step's compute dtype's (fp32 LoRA)
     grads: str = ""  # a product's backward: the gradients it computes, "x" (input) and/or "w" (weight)
     group: tuple[int, int, int] = ()  # a grouped product's (grouped_mm) one group: m, n, k
+    # What issues its kernels on the host: "" the step's modules and autograd (the host cost per
+    # kernel measured on a calibration step), "op" one bare Python-level torch op per kernel (a
+    # for-loop optimizer's: the cost of issuing a bare op, memsim calibrate's host_op_s).
+    issued_by: str = ""
 
 
 def memory_layout(kind: str, in_bytes: list[int], out_bytes: int) -> str:

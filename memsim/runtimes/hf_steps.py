@@ -272,9 +272,10 @@ def _train(cfg: StepConfig) -> Program:
         prog.add("optimizer", [(cost.step_temp_bytes, TEMPORARIES, 1), (cost.step_temp_bytes, TEMPORARIES, -1)])
     moved, launches = step_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
     # foreach and fused steps run multi_tensor_apply kernels over the parameter lists; for-loop
-    # ones a kernel per parameter.
-    layout = "contiguous" if cfg.optimizer_impl == "for-loop" else "foreach"
-    step = [(OpCost("optimizer.step", "memory", moved, kernels=launches, layout=layout), COST, 0)] if tp0.costs else []
+    # ones a kernel per parameter, each a bare torch op issued from the optimizer's Python loop.
+    loop = cfg.optimizer_impl == "for-loop"
+    step = [(OpCost("optimizer.step", "memory", moved, kernels=launches, layout="contiguous" if loop else "foreach",
+                    issued_by="op" if loop else ""), COST, 0)] if tp0.costs else []
     prog.add("optimizer", step + [(trainable.total(), GRADIENTS, -1)])
     return prog
 
