@@ -22,6 +22,8 @@ from .measurement import Provenance
 # Matrix products x [m, k] @ w[n, k].T (nn.Linear's): a grid over m, n and k, from a LoRA rank to a
 # long prefill's tokens, so that forward (tokens, out, in), input-gradient (tokens, in, out) and
 # weight-gradient (out, in, tokens) products of any decoder fall inside it.
+# The attention calibration's calls: batch 4 x 16 heads (executors/calibrate.py attention).
+ATTENTION_BATCH_HEADS = 64
 MATMUL_GRID = (16, 256, 1024, 2048, 4096, 8192, 16384)
 MATMUL_SHAPES = tuple((m, n, k) for m in MATMUL_GRID for n in MATMUL_GRID for k in MATMUL_GRID)
 # Memory-bound kernels by layout (executors/calibrate.py's memory_kernels), each at these sizes of
@@ -99,6 +101,13 @@ class AttentionPoint(BaseModel):
     direction: Literal["forward", "backward"]
     flops_per_s: float = Field(gt=0)
     seq: int = 4096  # query (and key) tokens; profiles before 2026-12 measured 4096 only
+    batch_heads: int = ATTENTION_BATCH_HEADS  # batch x heads of the call
+
+    @property
+    def flops(self) -> float:
+        """The call's FLOPs as memsim counts them (executors/calibrate.py attention)."""
+        forward = 4 * self.batch_heads * self.seq**2 * self.head_dim * (1.0 if self.masked else 0.5)
+        return forward * (2.5 if self.direction == "backward" else 1.0)
 
 
 class LayoutPoint(CopyPoint):
@@ -181,16 +190,19 @@ class MeasuredProfile(BaseModel):
             cache[dtype] = (axes, pts if full else None) if pts else None
         return cache[dtype]
 
-    def attention_rate(self, head_dim: int, masked: bool, backward: bool, seq: int = 0) -> float | None:
-        """FLOP/s of SDPA (bf16) at the calibrated head dim nearest this one, linear in log seq
-        between the calibrated lengths around `seq` (the nearest end outside them)."""
+    def attention_rate(self, head_dim: int, masked: bool, backward: bool, flops: float = 0.0) -> float | None:
+        """FLOP/s of an SDPA call (bf16) of `flops` at the calibrated head dim nearest this one,
+        linear in log FLOPs between the calibrated calls around it (the nearest end outside them).
+        By the call's work, not its length alone: a batch of many heads at a short length fills
+        the GPU as a long one does (measured: TinyLlama's 32 heads x 4 at 1024 tokens ran at the
+        rate of a 16 x 4 call at 2048 to 4096, data/validation/kernel-families-h200.csv)."""
         pts = [p for p in self.attention if p.masked == masked and (p.direction == "backward") == backward]
         if not pts:
             return None
         hd = min({p.head_dim for p in pts}, key=lambda d: abs(math.log(d / max(head_dim, 1))))
-        curve = sorted((p.seq, p.flops_per_s) for p in pts if p.head_dim == hd)
-        seqs = [n for n, _ in curve]
-        return math.exp(sum(w * math.log(curve[i][1]) for i, w in _bracket(seqs, seq or seqs[-1])))
+        curve = sorted((p.flops, p.flops_per_s) for p in pts if p.head_dim == hd)
+        work = [f for f, _ in curve]
+        return math.exp(sum(w * math.log(curve[i][1]) for i, w in _bracket(work, flops or work[-1])))
 
     def peak_rate(self, dtype: str) -> float | None:
         """The best FLOP/s any calibrated product of this dtype reached."""

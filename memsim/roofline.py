@@ -91,7 +91,7 @@ class Rates:
         return self.host_per_op if cost.issued_by == "op" else self.host_per_kernel
 
     def attention(self, cost: OpCost) -> float:
-        rate = self.profile.attention_rate(cost.head_dim, cost.masked, cost.name.endswith(".bwd"), cost.seq) if self.profile else None
+        rate = self.profile.attention_rate(cost.head_dim, cost.masked, cost.name.endswith(".bwd"), cost.flops) if self.profile else None
         return rate or self.peak
 
 

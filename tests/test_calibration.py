@@ -110,12 +110,18 @@ def test_h200_memory_kernels_by_layout_and_size():
     assert k.bandwidth("no-such-layout", big) is None
 
 
-def test_attention_rate_follows_the_sequence_length():
+def test_attention_rate_follows_the_calls_work():
     from memsim.calibration import AttentionPoint
 
     p = MeasuredProfile.from_path(H200).model_copy(update={"attention": [
         AttentionPoint(head_dim=128, masked=False, direction="forward", flops_per_s=2e14, seq=1024),
         AttentionPoint(head_dim=128, masked=False, direction="forward", flops_per_s=8e14, seq=4096)]})
-    assert p.attention_rate(128, False, False, 2048) == pytest.approx(4e14)  # geometric between the two
-    assert p.attention_rate(120, False, False, 100) == pytest.approx(2e14)
-    assert p.attention_rate(128, True, False, 2048) is None
+    short, long = p.attention
+    assert long.flops == 16 * short.flops  # the score matrix grows with the square of the length
+    at_2048 = p.attention_rate(128, False, False, 4 * short.flops)
+    assert at_2048 == pytest.approx(4e14)  # geometric between the two, in log FLOPs
+    # 4x the heads at 1024 tokens is the work of 2048 tokens: the same rate.
+    many_heads = AttentionPoint(head_dim=128, masked=False, direction="forward", flops_per_s=1.0, seq=1024, batch_heads=4 * short.batch_heads)
+    assert p.attention_rate(128, False, False, many_heads.flops) == pytest.approx(at_2048)
+    assert p.attention_rate(120, False, False, 1.0) == pytest.approx(2e14)  # nearest head dim, the smaller end
+    assert p.attention_rate(128, True, False, short.flops) is None
