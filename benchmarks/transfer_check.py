@@ -1,6 +1,7 @@
 """Host-device transfer times predicted from a measured profile against new measurements at sizes
-the profile was not calibrated on (1.5 MiB times powers of 2, halfway between its points, up to
-3 GiB), pinned and pageable, both directions. Run on the GPU the profile measures, in a fresh process:
+the profile was not calibrated on (held_out: drawn log-uniformly from 1 MiB to 4 GiB, seeded,
+none within 3% of a calibrated size), pinned and pageable, both directions. Run on the GPU the
+profile measures, in a fresh process:
 
     python benchmarks/transfer_check.py hardware/measured/h100-sxm-80gb.yaml --out data/validation/transfer-h100.csv
 """
@@ -8,6 +9,7 @@ the profile was not calibrated on (1.5 MiB times powers of 2, halfway between it
 from __future__ import annotations
 
 import argparse
+import random
 import csv
 import statistics
 import sys
@@ -15,7 +17,19 @@ from pathlib import Path
 
 from memsim.calibration import MeasuredProfile
 
-HELD_OUT = [3 * 2**19 * 2**i for i in range(12)]  # 1.5 MiB .. 3 GiB
+HELD_OUT_COUNT, HELD_OUT_SEED = 16, 2026
+
+
+def held_out(calibrated: list[int], count: int = HELD_OUT_COUNT, seed: int = HELD_OUT_SEED) -> list[int]:
+    """`count` sizes (4 KiB multiples) log-uniform over 1 MiB .. 4 GiB, none within 3% of a
+    calibrated size."""
+    rng = random.Random(seed)
+    out: list[int] = []
+    while len(out) < count:
+        n = round(2 ** rng.uniform(20, 32) / 4096) * 4096
+        if all(abs(n - c) > 0.03 * c for c in calibrated):
+            out.append(n)
+    return sorted(out)
 
 
 def main() -> int:
@@ -30,7 +44,7 @@ def main() -> int:
 
     prov = provenance(True)
     rows = []
-    for r in transfers(HELD_OUT):
+    for r in transfers(held_out(sorted({p.bytes for p in profile.transfer})), refine=False):
         pred = profile.transfer_seconds(r["bytes"], r["direction"], r["pinned"])
         err = (pred - r["seconds"]) / r["seconds"]
         rows.append((r["direction"], "pinned" if r["pinned"] else "pageable", r["bytes"], r["seconds"], pred, err))

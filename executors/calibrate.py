@@ -270,29 +270,45 @@ def device_copies(progress=lambda msg: None) -> list[dict]:
     return rows
 
 
-def transfers(sizes=TRANSFER_SIZES, progress=lambda msg: None) -> list[dict]:
-    """Host to device and back, from pinned and from pageable host memory, as tensor.copy_ does.
-    A pageable copy's speed depends on where the kernel put the buffer's pages (measured on a
-    KVM guest: the same size ran up to 29% apart in two processes), so each size is timed on
-    PAGEABLE_BUFFERS freshly allocated buffers and the median taken over all of them."""
+def transfers(sizes=TRANSFER_SIZES, progress=lambda msg: None, refine: bool = True) -> list[dict]:
+    """Host to device and back, from pinned and from pageable host memory, as tensor.copy_ does,
+    at `sizes` and, with `refine`, between them where a line through two sizes misses
+    (calibration.refine_sizes). A pageable copy's speed depends on where the kernel put the
+    buffer's pages (measured on a KVM guest: the same size ran up to 29% apart in two processes),
+    so each size is timed on PAGEABLE_BUFFERS freshly allocated buffers and the median taken."""
+    from memsim.calibration import refine_sizes
+
+    directions = ("host_to_device", "device_to_host")
     rows = []
     for pinned in (True, False):
-        for n in sizes:
+        def measure(n: int) -> tuple[float, float]:
             progress(f"transfer {'pinned' if pinned else 'pageable'} {n} B")
-            dev = torch.empty(n, dtype=torch.uint8, device="cuda")
-            reps = 20 if n <= 2**26 else 7
-            times: dict[str, list[float]] = {"host_to_device": [], "device_to_host": []}
-            for _ in range(1 if pinned else PAGEABLE_BUFFERS):
-                host = torch.empty(n, dtype=torch.uint8, pin_memory=pinned)
-                host.fill_(1)  # touch every page, as real data would
-                times["host_to_device"].append(_cuda_median(lambda: dev.copy_(host, non_blocking=pinned), reps))
-                times["device_to_host"].append(_cuda_median(lambda: host.copy_(dev, non_blocking=pinned), reps))
-                del host
-            for direction, ts in times.items():
-                s = statistics.median(ts)
+            times = _transfer_times(n, pinned)
+            return tuple(statistics.median(times[d]) for d in directions)
+
+        timed = {n: measure(n) for n in sizes}
+        if refine:
+            timed = refine_sizes(timed, measure)
+        for n in sorted(timed):
+            for direction, s in zip(directions, timed[n]):
                 rows.append(dict(direction=direction, pinned=pinned, bytes=n, seconds=s, bytes_per_s=n / s))
-            del dev
     return rows
+
+
+def _transfer_times(n: int, pinned: bool) -> dict[str, list[float]]:
+    """Seconds of n-byte copies each way, a median per host buffer (one pinned, PAGEABLE_BUFFERS
+    pageable ones)."""
+    dev = torch.empty(n, dtype=torch.uint8, device="cuda")
+    reps = 20 if n <= 2**26 else 7
+    times: dict[str, list[float]] = {"host_to_device": [], "device_to_host": []}
+    for _ in range(1 if pinned else PAGEABLE_BUFFERS):
+        host = torch.empty(n, dtype=torch.uint8, pin_memory=pinned)
+        host.fill_(1)  # touch every page, as real data would
+        times["host_to_device"].append(_cuda_median(lambda: dev.copy_(host, non_blocking=pinned), reps))
+        times["device_to_host"].append(_cuda_median(lambda: host.copy_(dev, non_blocking=pinned), reps))
+        del host
+    del dev
+    return times
 
 
 def disk(folder: str | None = None, progress=lambda msg: None) -> list[dict]:

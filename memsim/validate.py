@@ -226,14 +226,15 @@ def summary(df) -> dict[str, dict[str, float]]:
 
 
 def plot(df, path: Path, title: str = "") -> Path:
-    """Predicted against measured peak allocated bytes (left) and the error per case (right)."""
+    """Predicted against measured: peak memory (left), step time (middle, where runs were timed,
+    with the ±20% band), and each case's errors (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ran = df[df["measured_fits"]]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.22 * len(ran) + 1.5)))
+    fig, (a, t, b) = plt.subplots(1, 3, figsize=(19, max(4.5, 0.22 * len(ran) + 1.5)))
     gib = 2**30
     hi = 0.0
     for k, marker in (("allocated", "o"), ("reserved", "s"), ("device", "^")):
@@ -244,11 +245,25 @@ def plot(df, path: Path, title: str = "") -> Path:
     a.plot([0, hi * 1.05], [0, hi * 1.05], color="grey", lw=0.8)
     a.set(xlabel="measured GiB", ylabel="predicted GiB", title="peak memory, predicted vs measured")
     a.legend()
-    y = range(len(ran))
-    b.barh(list(y), list(ran["error_allocated"] * 100), color="tab:blue")
-    b.set_yticks(list(y), list(ran["case"]), fontsize=7)
+    timed = ran[(ran["measured_step_s"] > 0) & (ran["predicted_step_s"] > 0)]
+    if len(timed):
+        ms = timed[["measured_step_s", "predicted_step_s"]] * 1e3
+        for task, group in ms.groupby(timed["task"]):
+            t.scatter(group["measured_step_s"], group["predicted_step_s"], label=task, alpha=0.75)
+        lo, top = float(ms.min().min()) * 0.8, float(ms.max().max()) * 1.25
+        t.plot([lo, top], [lo, top], color="grey", lw=0.8)
+        t.fill_between([lo, top], [lo * 0.8, top * 0.8], [lo * 1.2, top * 1.2], color="grey", alpha=0.12, label="±20%")
+        t.set(xscale="log", yscale="log", xlabel="measured step ms", ylabel="predicted step ms", title="step time, predicted vs measured")
+        t.legend(fontsize=8)
+    else:
+        t.set_axis_off()
+    y = list(range(len(ran)))
+    b.barh([v + 0.2 for v in y], list(ran["error_allocated"] * 100), height=0.4, color="tab:blue", label="peak allocated")
+    b.barh([v - 0.2 for v in y], list(ran["error_step"].fillna(0) * 100), height=0.4, color="tab:orange", label="step time")
+    b.set_yticks(y, list(ran["case"]), fontsize=7)
     b.axvline(0, color="grey", lw=0.8)
-    b.set(xlabel="error of predicted peak allocated (%)", title="error per case")
+    b.set(xlabel="error of the prediction (%)", title="error per case")
+    b.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

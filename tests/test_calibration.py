@@ -125,3 +125,28 @@ def test_attention_rate_follows_the_calls_work():
     assert p.attention_rate(128, False, False, many_heads.flops) == pytest.approx(at_2048)
     assert p.attention_rate(120, False, False, 1.0) == pytest.approx(2e14)  # nearest head dim, the smaller end
     assert p.attention_rate(128, True, False, short.flops) is None
+
+
+def test_transfer_sizes_are_refined_where_the_line_between_two_misses():
+    from memsim.calibration import TRANSFER_SIZES, refine_sizes, transfer_curve
+
+    MiB = 2**20
+    # A pageable copy's shape as measured: 12 GB/s up to a break at 52 MiB, 8 GB/s above, 20 µs latency.
+    def copy_seconds(n):
+        return 20e-6 + n / (12e9 if n <= 52 * MiB else 8e9)
+
+    asked = []
+
+    def measure(n):
+        asked.append(n)
+        return (copy_seconds(n),)
+
+    grid = {n: (copy_seconds(n),) for n in TRANSFER_SIZES}
+    refined = refine_sizes(grid, measure, tolerance=0.05, depth=4)
+    assert set(grid) < set(refined) and all(n % 4096 == 0 for n in asked)
+    curve = lambda pts, n: transfer_curve(sorted((m, t[0]) for m, t in pts.items()), n)
+    # Away from the break both grids are exact; at 48 MiB only the refined one is.
+    assert curve(grid, 48 * MiB) / copy_seconds(48 * MiB) - 1 > 0.2
+    assert abs(curve(refined, 48 * MiB) / copy_seconds(48 * MiB) - 1) < 0.05
+    # Only the pair around the break is refined past the first level (one midpoint per pair).
+    assert len(asked) - (len(TRANSFER_SIZES) - 1) <= 2 * 3

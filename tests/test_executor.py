@@ -144,4 +144,6 @@ def test_a_runs_own_host_speed_predicts_its_host_bound_steps():
     assert row["predicted_step_run_host_s"] == pytest.approx(2 * row["predicted_step_s"], rel=0.05)  # host-bound
     import math
 
-    assert math.isnan(comparison([case], {case.id: m}).iloc[0]["predicted_step_run_host_s"])  # this run measured none
+    assert m.host_launch and comparison([case], {case.id: m}).iloc[0]["predicted_step_run_host_s"] > 0  # the run measured its host
+    unmeasured = m.model_copy(update={"host_launch": {}})
+    assert math.isnan(comparison([case], {case.id: unmeasured}).iloc[0]["predicted_step_run_host_s"])  # a run that measured none
