@@ -356,8 +356,28 @@ def launches(progress=lambda msg: None) -> dict:
     gpu = _cuda_median(graph.replay, reps=10) / 1000
     host_op = _host_median(lambda: [x.add_(1) for _ in range(1000)], reps=5) / 1000
     torch.cuda.synchronize()
+    index = [host_index()]
     steps = _hf_host_per_kernel()
-    return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_decode_host_per_kernel_s=steps["decode"][0], **_host_fields(steps))
+    index.append(host_index())
+    return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_decode_host_per_kernel_s=steps["decode"][0],
+                host_index_s=statistics.median(index), **_host_fields(steps))
+
+
+HOST_INDEX_OPS = 200
+
+
+def host_index(reps: int = 3) -> float:
+    """Seconds per bare torch op on a tiny CPU tensor: how fast the host's Python and dispatcher
+    run right now, in about a millisecond, with no GPU work and no device memory, so that it can
+    be measured around every timed step (a host-bound step's time moved by up to 1.5x between
+    the 5 steps of one run on an H200) and a profile's host costs scaled to it."""
+    t = torch.zeros(16)
+
+    def ops():
+        for _ in range(HOST_INDEX_OPS):
+            t.add_(1)
+
+    return _host_median(ops, reps) / HOST_INDEX_OPS
 
 
 def _host_fields(steps: dict) -> dict:

@@ -23,6 +23,8 @@ from memsim.allocator import CUDA_CONTEXT_BYTES
 from memsim.catalog import raw_config
 from memsim.errors import InputError
 from memsim.measurement import Measurement, Provenance
+
+from .calibrate import host_index
 from memsim.predict import step_config
 from memsim.workload import Workload
 
@@ -167,15 +169,17 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
             torch.cuda.synchronize()
             resident = torch.cuda.memory_allocated()
             # Peaks per step (reset before each), so that what runs between steps is not counted.
-            times, allocated, reserved = [], 0, 0
+            times, index, allocated, reserved = [], [], 0, 0
             for _ in range(steps):
                 torch.cuda.reset_peak_memory_stats()
+                before = host_index()  # the host's speed around this step (CPU only: no device memory)
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 run()
                 end.record()
                 torch.cuda.synchronize()
                 times.append(start.elapsed_time(end) / 1e3)
+                index.append((before + host_index()) / 2)
                 allocated = max(allocated, torch.cuda.max_memory_allocated())
                 reserved = max(reserved, torch.cuda.max_memory_reserved())
                 run.between()
@@ -189,7 +193,8 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
     del model, opt, run
     torch.cuda.empty_cache()
     return Measurement(fits=True, peak_allocated_bytes=allocated, peak_reserved_bytes=reserved, device_bytes=total - free,
-                       resident_bytes=resident, step_times_s=times, tokens_per_step=tokens, host_launch=_host_launch(), **meta)
+                       resident_bytes=resident, step_times_s=times, tokens_per_step=tokens, host_index_s=index,
+                       host_launch=_host_launch(), **meta)
 
 
 def _host_launch() -> dict[str, float]:

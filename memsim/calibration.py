@@ -86,6 +86,19 @@ class LaunchCosts(BaseModel):
     # per kernel. 0 in profiles before it was measured.
     hf_lora_train_host_per_kernel_s: float = Field(0.0, ge=0)
     hf_lora_train_kernels: int = 0
+    # executors/calibrate.py host_index around the steps above: the host speed these costs were
+    # measured at (0 in profiles before it was measured).
+    host_index_s: float = Field(0.0, ge=0)
+
+    def at_host_speed(self, host_index_s: float) -> LaunchCosts:
+        """These host costs on a host whose host_index is `host_index_s` (they scale with it);
+        unchanged where this profile did not measure its own."""
+        if not self.host_index_s or not host_index_s:
+            return self
+        scale = host_index_s / self.host_index_s
+        fields = ("host_op_s", "hf_forward_host_per_kernel_s", "hf_train_host_per_kernel_s", "hf_decode_host_per_kernel_s",
+                  "hf_lora_train_host_per_kernel_s")
+        return self.model_copy(update={f: getattr(self, f) * scale for f in fields} | {"host_index_s": host_index_s})
 
     def host_step(self, step: str) -> tuple[float, int]:
         """(host seconds per kernel, kernels) of a HOST_CALIBRATION_STEPS step; kernels 0 where

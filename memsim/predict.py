@@ -127,7 +127,8 @@ def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> d
     """Each phase's step on the roofline (memsim/roofline.py), with the device's measured profile
     where one is committed: {"train": ...}, {"prefill": ...}, {"decode": one step against `seq`
     cached tokens}; generate: {"prefill": ..., "decode": one step at the mean cache length}.
-    `host_launch` (a Measurement's) puts that run's host speed in place of the profile's."""
+    `host_launch` (LaunchCosts fields: validate.run_host_launch) puts a run's host costs in place of
+    the profile's."""
     from .catalog import load_measured
     from .roofline import step_time
     from .runtimes.hf_steps import decode_program, prefill_program

@@ -174,7 +174,8 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
         rep = predict(case.workload)
         p = rep.peak["gpu"]
         step_s, bound = _predicted_step(case.workload)
-        own_host_s = _predicted_step(case.workload, m.host_launch)[0] if m.host_launch else float("nan")
+        own_host = run_host_launch(m, case.workload.hardware)
+        own_host_s = _predicted_step(case.workload, own_host)[0] if own_host else float("nan")
         row = dict(case=case.id, task=case.workload.task, predicted_fits=rep.fits, measured_fits=m.fits,
                    predicted_allocated=p.allocated_bytes, measured_allocated=m.peak_allocated_bytes,
                    predicted_reserved=p.reserved_bytes, measured_reserved=m.peak_reserved_bytes,
@@ -188,6 +189,20 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
             row[f"error_{k}"] = (pred - meas) / meas if m.fits and meas and pred == pred else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def run_host_launch(m: Measurement, hardware: str) -> dict[str, float]:
+    """The host costs of the host a run ran on, as calibration.LaunchCosts fields: the profile's
+    at the host speed measured around the run's own steps (Measurement.host_index_s) where both
+    measured it, else the calibration steps the run timed after its steps (host_launch); empty
+    where it measured neither."""
+    from .catalog import load_measured
+
+    profile = load_measured(hardware)
+    launch = profile.launch if profile else None
+    if m.host_index_s and launch is not None and launch.host_index_s:
+        return launch.at_host_speed(statistics.median(m.host_index_s)).model_dump()
+    return m.host_launch
 
 
 def _predicted_step(w: Workload, host_launch: dict | None = None) -> tuple[float, str]:
@@ -206,7 +221,7 @@ def summary(df) -> dict[str, dict[str, float]]:
     """Median and max |error| per figure over the cases that ran to the end; step time also for
     training and inference apart, for the steps the roofline predicts bound by the GPU (where the
     host's speed, which varies between machines, does not set the time), and predicted with the
-    host speed each run measured of itself (Measurement.host_launch), where runs did."""
+    host speed each run measured of itself (run_host_launch), where runs did."""
     out = {}
     groups = {k: df[f"error_{k}"] for k in ("allocated", "reserved", "device", "step")} if len(df) else {}
     if len(df):

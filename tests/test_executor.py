@@ -147,3 +147,31 @@ def test_a_runs_own_host_speed_predicts_its_host_bound_steps():
     assert m.host_launch and comparison([case], {case.id: m}).iloc[0]["predicted_step_run_host_s"] > 0  # the run measured its host
     unmeasured = m.model_copy(update={"host_launch": {}})
     assert math.isnan(comparison([case], {case.id: unmeasured}).iloc[0]["predicted_step_run_host_s"])  # a run that measured none
+
+
+def test_the_host_index_scales_the_profiles_host_costs_to_a_runs_host(monkeypatch):
+    from pathlib import Path
+
+    import memsim.catalog as catalog
+    from memsim.validate import comparison, run_host_launch
+
+    from executors.calibrate import host_index
+
+    assert 1e-8 < host_index() < 1e-3  # seconds per bare CPU op, measured here
+    _, cases = load_suite("data/suites/h100.yaml", "h200")
+    case = next(c for c in cases if c.id == "qwen0.5b-decode-b32s2048")
+    m = read_results(Path("data/validation/h200.jsonl"))[case.id]
+    assert run_host_launch(m, "h200") == m.host_launch  # no host index in the committed profile: what the run timed after its steps
+    profile = catalog.load_measured("h200")
+    launch = profile.launch.model_copy(update={"host_index_s": 2e-6})
+    slow = launch.at_host_speed(3e-6)  # a host 1.5x slower
+    assert slow.hf_forward_host_per_kernel_s == pytest.approx(1.5 * launch.hf_forward_host_per_kernel_s)
+    assert slow.host_op_s == pytest.approx(1.5 * launch.host_op_s) and slow.gpu_kernel_s == launch.gpu_kernel_s
+    unindexed = launch.model_copy(update={"host_index_s": 0.0})
+    assert unindexed.at_host_speed(3e-6).hf_forward_host_per_kernel_s == launch.hf_forward_host_per_kernel_s
+    # A run that measured its host around its steps is predicted at that speed.
+    monkeypatch.setattr(catalog, "load_measured", lambda name: profile.model_copy(update={"launch": launch}))
+    indexed = m.model_copy(update={"host_index_s": [3e-6, 3.1e-6, 2.9e-6]})
+    assert run_host_launch(indexed, "h200")["hf_forward_host_per_kernel_s"] == pytest.approx(1.5 * launch.hf_forward_host_per_kernel_s)
+    row = comparison([case], {case.id: indexed}).iloc[0]
+    assert row["predicted_step_run_host_s"] > 1.3 * row["predicted_step_s"]  # host-bound: about 1.5x
