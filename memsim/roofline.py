@@ -2,7 +2,7 @@
 device, and the step's time with what bounds it.
 
 A kernel takes the longest of: its arithmetic at the rate measured for its kind (a product at its
-shape, interpolated over the calibrated grid; SDPA by head dim, mask, length and direction), its
+shape, interpolated over the calibrated grid; SDPA by head dim, mask, the call's FLOPs and direction), its
 bytes at the bandwidth measured for its memory layout and size (contiguous, broadcast, strided,
 cast, cat ...), and the device time of a tiny kernel (all from `memsim calibrate`). Eager PyTorch
 also spends host time per kernel (Python modules, the dispatcher, autograd), measured on a small
