@@ -266,6 +266,9 @@ def validate(
         if no_run:
             done = v.read_results(path)
             cases = [c for c in cases if c.id in done]
+            if not cases:
+                raise InputError(f"--no-run: no results of this suite's cases in {path}; run without --no-run to measure them, "
+                                 "or give --out the results file")
         else:
             done = _run_cases(v, spec, cases, path, device, failed)
         df = v.comparison(cases, done)

@@ -1,5 +1,7 @@
 """Bad input: one line naming the field and what is valid, exit code 2, no traceback."""
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -27,6 +29,8 @@ FIT_CASES = [
     (["fit", "--attention", "flash", "--dtype", "fp32"], "attention: flash needs 16-bit"),
     (["fit", "--dtype", "bf16", "--compute", "fp32"], "precision: weights=bf16 with compute=fp32 is not a mode torch runs"),
     (["fit", "--dtype", "fp32", "--compute", "fp8"], "precision.compute"),
+    (["validate", str(Path(__file__).parent.parent / "data/suites/h100.yaml"), "--no-run", "--out", "/nonexistent/results.jsonl"],
+     "--no-run: no results of this suite's cases in /nonexistent/results.jsonl"),
     (["fit", "--dtype", "fp32", "--compute", "bf16", "--task", "decode"], "task: decode with autocast"),
     (["fit", "--dtype", "fp32", "--compute", "bf16", "--attention", "eager"], "attention: eager with autocast"),
     (["fit", "--dtype", "fp32", "--compute", "fp16"], "precision.compute: fp16 autocast training"),
