@@ -12,6 +12,7 @@
 #               data/validation/PROFILE.jsonl to keep earlier cases)
 #   profiles    torch.profiler kernel tables of the cases named in $CASES, in $OUT/profiles.tgz
 #   transfers   the held-out transfer check against $OUT/PROFILE.yaml (or the committed one)
+#   snapshot    the allocator's segments after a step of each case in $CASES (allocator_snapshot.py)
 set -uo pipefail
 profile=${1:?profile name}; stage=${2:?stage}
 out=${OUT:-out}; mkdir -p "$out"
@@ -33,6 +34,10 @@ case "$stage" in
     tar -czf "$out/profiles.tgz" -C "$out" profiles && rm -rf "$out/profiles" ;;
   transfers)
     timeout 280 python3 benchmarks/transfer_check.py "$yaml" --out "$out/transfer-$profile.csv" > "$out/transfer.log" 2>&1 ;;
-  *) echo "stage: one of calibrate, suite, profiles, transfers (not '$stage')" >&2; exit 2 ;;
+  snapshot)
+    for c in ${CASES:?case ids}; do
+      timeout 200 python3 benchmarks/allocator_snapshot.py data/suites/h100.yaml "$c" $hw --out "$out/snapshot-$c.json" >> "$out/snapshot.log" 2>&1
+    done ;;
+  *) echo "stage: one of calibrate, suite, profiles, transfers, snapshot (not '$stage')" >&2; exit 2 ;;
 esac
 tail -3 "$out"/*.log 2>/dev/null
