@@ -72,6 +72,14 @@ def _device_median(fn, reps: int, inner: int) -> float:
         return _cuda_median(fn, reps, inner=inner)
 
 
+def sm_clock_mhz() -> float:
+    """The SM clock over NVML's last sample period (1/6 s to 1 s), or 0 where NVML cannot be read."""
+    try:
+        return float(torch.cuda.clock_rate())
+    except Exception:  # no pynvml, or no NVML on this machine
+        return 0.0
+
+
 def _host_median(fn, reps: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
@@ -116,7 +124,7 @@ def matmuls(dtypes=("bf16", "fp16", "fp32"), progress=lambda msg: None) -> list[
             reps = max(3, min(20, int(2e12 / flops)))
             inner = 20 if flops < 1e10 else 5 if flops < 1e11 else 1
             s = _graph_median(product, reps, inner=len(operands) * -(-inner // len(operands)))
-            rows.append(dict(dtype=name, m=m, n=n, k=k, seconds=s, flops_per_s=flops / s))
+            rows.append(dict(dtype=name, m=m, n=n, k=k, seconds=s, flops_per_s=flops / s, sm_clock_mhz=sm_clock_mhz()))
             del operands, cycle
             torch.cuda.empty_cache()
     return rows
@@ -360,7 +368,8 @@ def launches(progress=lambda msg: None) -> dict:
     steps = _hf_host_per_kernel()
     index.append(host_index())
     return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_decode_host_per_kernel_s=steps["decode"][0],
-                host_index_s=statistics.median(index), **_host_fields(steps))
+                host_index_s=statistics.median(index), hf_train_phases=train_phases(steps, "train"),
+                hf_lora_train_phases=train_phases(steps, "lora-train"), **_host_fields(steps))
 
 
 HOST_INDEX_OPS = 200
@@ -381,23 +390,34 @@ def host_index(reps: int = 3) -> float:
 
 
 def _host_fields(steps: dict) -> dict:
-    """LaunchCosts' hf_ fields from _hf_host_per_kernel's steps."""
+    """LaunchCosts' hf_ per-kernel fields from _hf_host_per_kernel's steps."""
     out = {}
     for step, field in (("forward", "forward"), ("train", "train"), ("lora-train", "lora_train")):
         out[f"hf_{field}_host_per_kernel_s"], out[f"hf_{field}_kernels"] = steps[step]
     return out
 
 
+def train_phases(steps: dict, prefix: str) -> dict[str, list[float]]:
+    """LaunchCosts.hf_train_phases (or hf_lora_train_phases) from _hf_host_per_kernel's parts of
+    the `prefix` step: {phase: [host seconds, kernels]}, the backward's as forward-backward less
+    forward."""
+    total = {which: (per * kernels, kernels) for which in ("forward", "forward-backward", "optimizer")
+             for per, kernels in [steps[f"{prefix}:{which}"]]}
+    (fwd_s, fwd_k), (fb_s, fb_k), (opt_s, opt_k) = total["forward"], total["forward-backward"], total["optimizer"]
+    return {"forward": [fwd_s, fwd_k], "backward": [fb_s - fwd_s, fb_k - fwd_k], "optimizer": [opt_s, opt_k]}
+
+
 def host_launch_costs() -> dict[str, float]:
     """This process's host cost per kernel of the calibration steps (LaunchCosts' hf_ fields): what
     a measurement records of the host it ran on."""
-    return _host_fields(_hf_host_per_kernel(quiet=True))
+    return _host_fields(_hf_host_per_kernel(quiet=True, parts=False))
 
 
-def _hf_host_per_kernel(quiet: bool = False) -> dict[str, tuple[float, int]]:
+def _hf_host_per_kernel(quiet: bool = False, parts: bool = True) -> dict[str, tuple[float, int]]:
     """{step: (host seconds per CUDA kernel, kernels)} of HOST_CALIBRATION_MODEL's prefill
     ("forward"), train step, train step with LoRA ("lora-train") and decode step (the executor's
-    protocols), whose kernels take microseconds, so that the step's wall time is the host's."""
+    protocols), whose kernels take microseconds, so that the step's wall time is the host's; with
+    `parts`, the decode step and the train steps' parts (train_phases) as well."""
     from torch.profiler import ProfilerActivity, profile
 
     from memsim.calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_LORA, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ
@@ -429,9 +449,34 @@ def _hf_host_per_kernel(quiet: bool = False) -> dict[str, tuple[float, int]]:
     def decode():  # the cache grows a token a call: 64 to 78 tokens, the same kernels
         decode_step(model, cache, next_ids)
 
+    # A train step's parts apart (train_phases): its forward and loss as autograd records them,
+    # forward and backward (gradients dropped after, as zero_grad does), an optimizer step alone.
+    def part(m, o, which):
+        def train_forward():
+            del m(input_ids=ids, labels=ids).loss
+
+        def forward_backward():
+            m(input_ids=ids, labels=ids).loss.backward()
+            m.zero_grad(set_to_none=True)
+
+        def optimizer_step():
+            o.step()
+
+        return {"forward": train_forward, "forward-backward": forward_backward, "optimizer": optimizer_step}[which]
+
+    def with_grads(m):
+        m(input_ids=ids, labels=ids).loss.backward()  # the optimizer steps over gradients, as in a step
+
+    steps = [("forward", forward), ("train", step), ("lora-train", lora_step)]
+    if parts:
+        steps.append(("decode", decode))
+        for prefix, m, o in (("train", model, opt), ("lora-train", lora, lora_opt)):
+            steps += [(f"{prefix}:{which}", part(m, o, which)) for which in ("forward", "forward-backward", "optimizer")]
     out = {}
     calls = 3
-    for name, fn in (("forward", forward), ("train", step), ("lora-train", lora_step), ("decode", decode)):
+    for name, fn in steps:
+        if name.endswith(":optimizer"):
+            with_grads(model if name.startswith("train") else lora)
         for _ in range(3):
             fn()
         torch.cuda.synchronize()

@@ -24,7 +24,7 @@ from memsim.catalog import raw_config
 from memsim.errors import InputError
 from memsim.measurement import Measurement, Provenance
 
-from .calibrate import host_index
+from .calibrate import host_index, sm_clock_mhz
 from memsim.predict import step_config
 from memsim.workload import Workload
 
@@ -169,7 +169,7 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
             torch.cuda.synchronize()
             resident = torch.cuda.memory_allocated()
             # Peaks per step (reset before each), so that what runs between steps is not counted.
-            times, index, allocated, reserved = [], [], 0, 0
+            times, index, clocks, allocated, reserved = [], [], [], 0, 0
             for _ in range(steps):
                 torch.cuda.reset_peak_memory_stats()
                 before = host_index()  # the host's speed around this step (CPU only: no device memory)
@@ -179,6 +179,7 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
                 end.record()
                 torch.cuda.synchronize()
                 times.append(start.elapsed_time(end) / 1e3)
+                clocks.append(sm_clock_mhz())  # NVML's last sample period: this step's end
                 index.append((before + host_index()) / 2)
                 allocated = max(allocated, torch.cuda.max_memory_allocated())
                 reserved = max(reserved, torch.cuda.max_memory_reserved())
@@ -193,7 +194,7 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
     del model, opt, run
     torch.cuda.empty_cache()
     return Measurement(fits=True, peak_allocated_bytes=allocated, peak_reserved_bytes=reserved, device_bytes=total - free,
-                       resident_bytes=resident, step_times_s=times, tokens_per_step=tokens, host_index_s=index,
+                       resident_bytes=resident, step_times_s=times, tokens_per_step=tokens, host_index_s=index, sm_clock_mhz=clocks,
                        host_launch=_host_launch(), **meta)
 
 

@@ -41,6 +41,9 @@ class MatmulPoint(BaseModel):
     k: int
     seconds: float = Field(gt=0)
     flops_per_s: float = Field(gt=0)
+    # The SM clock NVML reported right after it was timed (0: not read): a GPU held at its power
+    # limit clocks down, and a step's products then run slower than a short burst's.
+    sm_clock_mhz: float = 0.0
 
 
 class CopyPoint(BaseModel):
@@ -89,6 +92,12 @@ class LaunchCosts(BaseModel):
     # executors/calibrate.py host_index around the steps above: the host speed these costs were
     # measured at (0 in profiles before it was measured).
     host_index_s: float = Field(0.0, ge=0)
+    # The calibration train step's parts, {phase: [host seconds, CUDA kernels]} for forward,
+    # backward and optimizer (executors/calibrate.py train_phases), plain and with LoRA: whether
+    # autograd's backward and the optimizer cost the host what a module's kernel does. Recorded,
+    # not yet used by the roofline (empty before 2026-12).
+    hf_train_phases: dict[str, list[float]] = {}
+    hf_lora_train_phases: dict[str, list[float]] = {}
 
     def at_host_speed(self, host_index_s: float) -> LaunchCosts:
         """These host costs on a host whose host_index is `host_index_s` (they scale with it);

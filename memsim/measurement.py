@@ -47,6 +47,9 @@ class Measurement(BaseModel):
     # Seconds per bare CPU op (executors/calibrate.py host_index) around each timed step, the mean
     # of one before and one after it: the host's speed while the steps ran (empty before 2026-12).
     host_index_s: list[float] = []
+    # The SM clock NVML reported after each timed step (0 where it could not be read; empty before
+    # 2026-12), beside the clocks the profile's products were timed at (MatmulPoint.sm_clock_mhz).
+    sm_clock_mhz: list[float] = []
     provenance: Provenance
 
     @property

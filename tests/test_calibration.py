@@ -150,3 +150,15 @@ def test_transfer_sizes_are_refined_where_the_line_between_two_misses():
     assert abs(curve(refined, 48 * MiB) / copy_seconds(48 * MiB) - 1) < 0.05
     # Only the pair around the break is refined past the first level (one midpoint per pair).
     assert len(asked) - (len(TRANSFER_SIZES) - 1) <= 2 * 3
+
+
+def test_a_train_steps_host_time_splits_into_its_phases():
+    from executors.calibrate import train_phases
+
+    per_kernel = {"train:forward": (10e-6, 100), "train:forward-backward": (12e-6, 300), "train:optimizer": (20e-6, 20)}
+    phases = train_phases(per_kernel, "train")
+    assert phases["forward"] == pytest.approx([1e-3, 100])
+    assert phases["backward"] == pytest.approx([2.6e-3, 200])  # forward-backward less forward
+    assert phases["optimizer"] == pytest.approx([4e-4, 20])
+    launch = MeasuredProfile.from_path(H200).launch.model_copy(update={"hf_train_phases": phases})
+    assert launch.hf_train_phases["backward"][1] == 200
