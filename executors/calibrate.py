@@ -364,12 +364,16 @@ def launches(progress=lambda msg: None) -> dict:
     gpu = _cuda_median(graph.replay, reps=10) / 1000
     host_op = _host_median(lambda: [x.add_(1) for _ in range(1000)], reps=5) / 1000
     torch.cuda.synchronize()
+    from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
+
     index = [host_index()]
     steps = _hf_host_per_kernel()
+    deep = _hf_host_per_kernel(parts=False, layers=HOST_CALIBRATION_DEEP_LAYERS)
     index.append(host_index())
     return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_decode_host_per_kernel_s=steps["decode"][0],
                 host_index_s=statistics.median(index), hf_train_phases=train_phases(steps, "train"),
-                hf_lora_train_phases=train_phases(steps, "lora-train"), **_host_fields(steps))
+                hf_lora_train_phases=train_phases(steps, "lora-train"),
+                hf_deep={step: list(deep[step]) for step in ("forward", "train", "lora-train")}, **_host_fields(steps))
 
 
 HOST_INDEX_OPS = 200
@@ -413,11 +417,12 @@ def host_launch_costs() -> dict[str, float]:
     return _host_fields(_hf_host_per_kernel(quiet=True, parts=False))
 
 
-def _hf_host_per_kernel(quiet: bool = False, parts: bool = True) -> dict[str, tuple[float, int]]:
+def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0) -> dict[str, tuple[float, int]]:
     """{step: (host seconds per CUDA kernel, kernels)} of HOST_CALIBRATION_MODEL's prefill
     ("forward"), train step, train step with LoRA ("lora-train") and decode step (the executor's
     protocols), whose kernels take microseconds, so that the step's wall time is the host's; with
-    `parts`, the decode step and the train steps' parts (train_phases) as well."""
+    `parts`, the decode step and the train steps' parts (train_phases) as well; `layers`: the
+    model at that depth instead of its own."""
     from torch.profiler import ProfilerActivity, profile
 
     from memsim.calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_LORA, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ
@@ -425,7 +430,7 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True) -> dict[str, tu
     from .protocol import decode_step, input_ids, new_cache, prefill, train_step
     from .trace import build_model, make_optimizer
 
-    config = HOST_CALIBRATION_MODEL
+    config = dict(HOST_CALIBRATION_MODEL, num_hidden_layers=layers or HOST_CALIBRATION_MODEL["num_hidden_layers"])
     with torch.device("cuda"):
         model = build_model(config, "sdpa", "bf16")
         opt = make_optimizer(list(model.parameters()), "adamw", "foreach")
@@ -492,7 +497,8 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True) -> dict[str, tu
 
         seconds = _host_median(timed, reps=10)
         if not quiet:
-            print(f"host per kernel, {name}: {seconds * 1e3:.3f} ms a call, {kernels:.0f} kernels", flush=True)
+            print(f"host per kernel, {name}{f' at {layers} layers' if layers else ''}: {seconds * 1e3:.3f} ms a call, "
+                  f"{kernels:.0f} kernels", flush=True)
         out[name] = (seconds / max(kernels, 1), round(kernels))
     return out
 

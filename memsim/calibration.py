@@ -68,6 +68,12 @@ HOST_CALIBRATION_MODEL = dict(model_type="llama", hidden_size=64, intermediate_s
                               num_attention_heads=4, num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
                               tie_word_embeddings=False)
 HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ = 2, 64
+# The same steps at this depth too: a step's host time is a fixed part (the mask, the embedding,
+# the loss, the output objects: once a call) plus a part per layer, and at 4 layers the fixed one
+# is 18-29% of the step (measured on a CPU at 2 to 16 layers: benchmarks/host_depth.py,
+# data/benchmarks/host-depth-cpu.txt), which a rate per kernel would spread over every layer of
+# a deep model.
+HOST_CALIBRATION_DEEP_LAYERS = 16
 HOST_CALIBRATION_LORA = {"name": "lora", "rank": 8, "targets": ["q_proj", "v_proj"]}  # peft's Python per adapter
 # The calibration steps by name: (task, methods), as memsim's Workload names them.
 HOST_CALIBRATION_STEPS = {"forward": ("prefill", []), "train": ("train", []), "lora-train": ("train", [HOST_CALIBRATION_LORA])}
@@ -98,6 +104,9 @@ class LaunchCosts(BaseModel):
     # not yet used by the roofline (empty before 2026-12).
     hf_train_phases: dict[str, list[float]] = {}
     hf_lora_train_phases: dict[str, list[float]] = {}
+    # The forward, train and lora-train steps again with HOST_CALIBRATION_DEEP_LAYERS layers:
+    # {step: [host seconds per CUDA kernel, kernels]} (empty before 2026-12).
+    hf_deep: dict[str, list[float]] = {}
 
     def at_host_speed(self, host_index_s: float) -> LaunchCosts:
         """These host costs on a host whose host_index is `host_index_s` (they scale with it);
@@ -107,7 +116,26 @@ class LaunchCosts(BaseModel):
         scale = host_index_s / self.host_index_s
         fields = ("host_op_s", "hf_forward_host_per_kernel_s", "hf_train_host_per_kernel_s", "hf_decode_host_per_kernel_s",
                   "hf_lora_train_host_per_kernel_s")
-        return self.model_copy(update={f: getattr(self, f) * scale for f in fields} | {"host_index_s": host_index_s})
+        deep = {step: [per * scale, kernels] for step, (per, kernels) in self.hf_deep.items()}
+        return self.model_copy(update={f: getattr(self, f) * scale for f in fields} | {"host_index_s": host_index_s, "hf_deep": deep})
+
+    def measured_again(self, fields: dict[str, float]) -> LaunchCosts:
+        """These costs with a run's own measure of the shallow steps (Measurement.host_launch), the
+        deep steps scaled as their shallow ones moved."""
+        if not fields:
+            return self
+        deep = {}
+        for step, (per, kernels) in self.hf_deep.items():
+            name = "hf_" + step.replace("-", "_") + "_host_per_kernel_s"
+            before = getattr(self, name)
+            deep[step] = [per * fields.get(name, before) / before if before else per, kernels]
+        return self.model_copy(update=dict(fields) | {"hf_deep": deep})
+
+    def deep_step(self, step: str) -> tuple[float, int]:
+        """host_step's figures for the step at HOST_CALIBRATION_DEEP_LAYERS layers; (0, 0) where
+        the profile did not measure it."""
+        per, kernels = self.hf_deep.get(step, (0.0, 0))
+        return per, int(kernels)
 
     def host_step(self, step: str) -> tuple[float, int]:
         """(host seconds per kernel, kernels) of a HOST_CALIBRATION_STEPS step; kernels 0 where

@@ -138,13 +138,13 @@ def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> d
     cfg = step_config(w)
     hw, profile = load_hardware(w.hardware), load_measured(w.hardware)
     if host_launch and profile is not None and profile.launch is not None:
-        profile = profile.model_copy(update={"launch": profile.launch.model_copy(update=host_launch)})
+        profile = profile.model_copy(update={"launch": profile.launch.measured_again(host_launch)})
 
     def timed(build, mode):
         with recording_costs():
             program = build()
         return step_time(program, hw, profile, w.precision.compute, cfg.dtype_bytes, mode,
-                         host_per_tape_kernel(profile, mode, lora=cfg.lora_rank > 0))
+                         *host_per_tape_kernel(profile, mode, lora=cfg.lora_rank > 0))
 
     if cfg.task == "train":
         return {"train": timed(lambda: build_program(cfg), "train")}
@@ -169,31 +169,48 @@ def predict_time(workload: Workload | dict, host_launch: dict | None = None):
     return sum(spent.values()), tokens, phases[longest]
 
 
-def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> float | None:
-    """Host seconds per kernel the tape names, for a `mode` (train, prefill, decode) step: the
-    calibration step's measured host time (calibration.HOST_CALIBRATION_STEPS; a LoRA training
-    step's own where the profile measured it) over the kernels the tape names for that same step.
-    The tape names fewer kernels than run (a backward's fills and reductions, cuDNN's helpers),
-    and the host's time is what a step pays; None where the profile predates the kernel counts.
-    A decode step is a forward against a cache: the prefill's figure stands in, since the
-    calibration's own decode measure (a 4-layer model's step against a 64-token cache) runs some
-    slow host path at 200 µs a kernel, 8x its forward, which no suite decode shows."""
+def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> tuple[float | None, float]:
+    """(host seconds per kernel the tape names, fixed host seconds per call) for a `mode` (train,
+    prefill, decode) step, from the calibration step's measured host time
+    (calibration.HOST_CALIBRATION_STEPS; a LoRA training step's own where the profile measured it)
+    over the kernels the tape names for that same step. The tape names fewer kernels than run (a
+    backward's fills and reductions, cuDNN's helpers), and the host's time is what a step pays.
+    Where the profile measured the step at a second depth (HOST_CALIBRATION_DEEP_LAYERS), the two
+    give a line: a fixed part a call and a part per tape kernel; else all of it per kernel. (None,
+    0) where the profile predates the kernel counts. A decode step is a forward against a cache:
+    the prefill's figures stand in, since the calibration's own decode measure (a 4-layer model's
+    step against a 64-token cache) runs some slow host path at 200 µs a kernel, 8x its forward,
+    which no suite decode shows."""
     launch = profile.launch if profile else None
     if launch is None:
-        return None
+        return None, 0.0
     step = "forward" if mode != "train" else "lora-train" if lora and launch.hf_lora_train_kernels else "train"
     per_kernel, kernels = launch.host_step(step)
-    return per_kernel * kernels / _calibration_tape_kernels(step) if kernels else None
+    if not kernels:
+        return None, 0.0
+    shallow = per_kernel * kernels, _calibration_tape_kernels(step)
+    deep_per_kernel, deep_kernels = launch.deep_step(step)
+    if deep_kernels:
+        from .calibration import HOST_CALIBRATION_DEEP_LAYERS
+
+        deep = deep_per_kernel * deep_kernels, _calibration_tape_kernels(step, HOST_CALIBRATION_DEEP_LAYERS)
+        rate = (deep[0] - shallow[0]) / (deep[1] - shallow[1])
+        fixed = shallow[0] - rate * shallow[1]
+        if rate > 0 and fixed >= 0:  # else the two disagree with a line (noise): per kernel alone
+            return rate, fixed
+    return shallow[0] / shallow[1], 0.0
 
 
-@lru_cache(maxsize=4)
-def _calibration_tape_kernels(step: str) -> int:
+@lru_cache(maxsize=8)
+def _calibration_tape_kernels(step: str, layers: int = 0) -> int:
+    """Kernels the tape names for a calibration step (at `layers` layers: 0 for the model's own)."""
     from .calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ, HOST_CALIBRATION_STEPS
     from .runtimes.hf_steps import prefill_program
     from .tape import recording_costs
 
     task, methods = HOST_CALIBRATION_STEPS[step]
-    w = Workload.parse(dict(model=HOST_CALIBRATION_MODEL, hardware="h100-sxm-80gb", task=task, methods=methods,
+    model = dict(HOST_CALIBRATION_MODEL, num_hidden_layers=layers or HOST_CALIBRATION_MODEL["num_hidden_layers"])
+    w = Workload.parse(dict(model=model, hardware="h100-sxm-80gb", task=task, methods=methods,
                             batch=HOST_CALIBRATION_BATCH, seq=HOST_CALIBRATION_SEQ))
     cfg = step_config(w)
     with recording_costs():

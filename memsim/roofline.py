@@ -48,7 +48,7 @@ class Rates:
     """What a device reaches, by kernel kind, and what a kernel costs the GPU and the host."""
 
     def __init__(self, hw: HardwareSpec, profile: MeasuredProfile | None, dtype: str, mode: str,
-                 host_per_kernel: float | None = None):
+                 host_per_kernel: float | None = None, host_per_call: float = 0.0):
         self.hw, self.profile, self.dtype = hw, profile, dtype
         self.assumptions = []
         peak = hw.peak_flops.get(dtype)
@@ -67,6 +67,7 @@ class Rates:
         if host_per_kernel is None:
             host_per_kernel = launch.host_step("train" if mode == "train" else "forward")[0] if launch else 0.0
         self.host_per_kernel = host_per_kernel
+        self.host_per_call = host_per_call  # once a step: the model call's own Python
         self.host_per_op = launch.host_op_s if launch else 0.0
         if profile is None:
             self.assumptions.append(f"no measured profile of {hw.name}: datasheet peaks, no launch costs (a lower bound)")
@@ -150,16 +151,17 @@ class _LaunchQueue:
 
 
 def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | None, dtype: str,
-              dtype_bytes: int, mode: str, host_per_kernel: float | None = None) -> StepTime:
+              dtype_bytes: int, mode: str, host_per_kernel: float | None = None, host_per_call: float = 0.0) -> StepTime:
     """The step's time: every kernel of the program's steady-state step, layers repeated, through
     the host's launch queue (_LaunchQueue). `dtype` (bf16, fp16, fp32) picks the measured
     products; `dtype_bytes` turns operand bytes into shapes; `mode` (train, prefill, decode) the
-    host's cost per kernel, unless `host_per_kernel` gives it (per kernel the tape names:
-    predict.host_per_tape_kernel)."""
-    rates = Rates(hw, profile, dtype, mode, host_per_kernel)
+    host's cost per kernel, unless `host_per_kernel` gives it (per kernel the tape names, with
+    `host_per_call` once a step before them: predict.host_per_tape_kernel)."""
+    rates = Rates(hw, profile, dtype, mode, host_per_kernel, host_per_call)
     agg: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, defaultdict(float)])
     gpu = 0.0
     queue = _LaunchQueue()
+    queue.host = rates.host_per_call
     by_phase: dict[str, float] = defaultdict(float)
     for seg in program.in_step_order():
         timed = [(cost, *kernel_seconds(cost, rates, dtype_bytes)) for cost in seg.costs()]

@@ -138,14 +138,45 @@ def test_host_cost_per_tape_kernel_comes_from_the_calibration_step():
     h200 = load_measured("h200")
     launch = h200.launch
     expected = launch.hf_train_host_per_kernel_s * launch.hf_train_kernels / _calibration_tape_kernels("train")
-    assert host_per_tape_kernel(h200, "train") == pytest.approx(expected)
+    assert host_per_tape_kernel(h200, "train") == pytest.approx((expected, 0.0))  # measured at one depth: all per kernel
     assert _calibration_tape_kernels("train") < launch.hf_train_kernels  # the tape names fewer kernels than run
     unmeasured = h200.model_copy(update={"launch": launch.model_copy(update={"hf_lora_train_kernels": 0})})
-    assert host_per_tape_kernel(unmeasured, "train", lora=True) == pytest.approx(expected)  # no LoRA step measured: the plain one
+    assert host_per_tape_kernel(unmeasured, "train", lora=True) == pytest.approx((expected, 0.0))  # no LoRA step measured: the plain one
     lora = h200.model_copy(update={"launch": launch.model_copy(update={"hf_lora_train_host_per_kernel_s": 1e-4,
                                                                        "hf_lora_train_kernels": 900})})
-    assert host_per_tape_kernel(lora, "train", lora=True) == pytest.approx(1e-4 * 900 / _calibration_tape_kernels("lora-train"))
-    assert host_per_tape_kernel(load_measured("h100-sxm-80gb"), "train") is None  # no kernel counts there
+    assert host_per_tape_kernel(lora, "train", lora=True)[0] == pytest.approx(1e-4 * 900 / _calibration_tape_kernels("lora-train"))
+    assert host_per_tape_kernel(load_measured("h100-sxm-80gb"), "train") == (None, 0.0)  # no kernel counts there
+
+
+def test_two_depths_split_a_steps_host_time_into_a_fixed_part_and_a_part_per_kernel(monkeypatch):
+    from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
+    from memsim.catalog import load_measured
+    from memsim.predict import _calibration_tape_kernels, host_per_tape_kernel, phase_times
+
+    h200 = load_measured("h200")
+    shallow, deep = _calibration_tape_kernels("forward"), _calibration_tape_kernels("forward", HOST_CALIBRATION_DEEP_LAYERS)
+    assert deep > 3 * shallow
+    # Calibration steps that took 1 ms + 20 µs a tape kernel (the profiler counts 10% more kernels).
+    per_profiled = lambda tape: (1e-3 + 20e-6 * tape) / round(1.1 * tape)
+    launch = h200.launch.model_copy(update={
+        "hf_forward_host_per_kernel_s": per_profiled(shallow), "hf_forward_kernels": round(1.1 * shallow),
+        "hf_deep": {"forward": [per_profiled(deep), round(1.1 * deep)]}})
+    two = h200.model_copy(update={"launch": launch})
+    rate, fixed = host_per_tape_kernel(two, "prefill")
+    assert rate == pytest.approx(20e-6, rel=1e-3) and fixed == pytest.approx(1e-3, rel=1e-2)
+    # A deep model's host time: the fixed part once, not spread over its every layer.
+    one = h200.model_copy(update={"launch": launch.model_copy(update={"hf_deep": {}})})
+    assert host_per_tape_kernel(one, "prefill")[1] == 0.0
+    import memsim.catalog as catalog
+
+    w = dict(model="tinyllama-1.1b", hardware="h200", task="decode", batch=1, seq=128)
+    monkeypatch.setattr(catalog, "load_measured", lambda name: two)
+    split = phase_times(w)["decode"]
+    monkeypatch.setattr(catalog, "load_measured", lambda name: one)
+    spread = phase_times(w)["decode"]
+    tape = sum(k.count for k in split.kernels)
+    assert split.host_seconds == pytest.approx(1e-3 + 20e-6 * tape, rel=1e-2)
+    assert spread.host_seconds > 1.1 * split.host_seconds  # 22 layers at a 4-layer call's rate per kernel
 
 
 def test_moe_experts_run_at_one_experts_product_rate():
