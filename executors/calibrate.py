@@ -417,12 +417,14 @@ def host_launch_costs() -> dict[str, float]:
     return _host_fields(_hf_host_per_kernel(quiet=True, parts=False))
 
 
-def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0) -> dict[str, tuple[float, int]]:
+def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0,
+                        device: str = "cuda") -> dict[str, tuple[float, int]]:
     """{step: (host seconds per CUDA kernel, kernels)} of HOST_CALIBRATION_MODEL's prefill
     ("forward"), train step, train step with LoRA ("lora-train") and decode step (the executor's
     protocols), whose kernels take microseconds, so that the step's wall time is the host's; with
     `parts`, the decode step and the train steps' parts (train_phases) as well; `layers`: the
-    model at that depth instead of its own."""
+    model at that depth instead of its own. (`device` cpu: the steps run, for a test, and their
+    kernels count 0.)"""
     from torch.profiler import ProfilerActivity, profile
 
     from memsim.calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_LORA, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ
@@ -431,12 +433,13 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0
     from .trace import build_model, make_optimizer
 
     config = dict(HOST_CALIBRATION_MODEL, num_hidden_layers=layers or HOST_CALIBRATION_MODEL["num_hidden_layers"])
-    with torch.device("cuda"):
+    with torch.device(device):
         model = build_model(config, "sdpa", "bf16")
         opt = make_optimizer(list(model.parameters()), "adamw", "foreach")
         lora = build_model(config, "sdpa", "bf16", HOST_CALIBRATION_LORA["rank"], tuple(HOST_CALIBRATION_LORA["targets"]))
         lora_opt = make_optimizer([p for p in lora.parameters() if p.requires_grad], "adamw", "foreach")
-    ids = input_ids(HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ, config["vocab_size"]).cuda()
+    ids = input_ids(HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ, config["vocab_size"]).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
 
     def forward():
         prefill(model, ids, new_cache(model))
@@ -458,7 +461,7 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0
     # forward and backward (gradients dropped after, as zero_grad does), an optimizer step alone.
     def part(m, o, which):
         def train_forward():
-            del m(input_ids=ids, labels=ids).loss
+            m(input_ids=ids, labels=ids).loss  # its graph dies with it
 
         def forward_backward():
             m(input_ids=ids, labels=ids).loss.backward()
@@ -484,16 +487,16 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0
             with_grads(model if name.startswith("train") else lora)
         for _ in range(3):
             fn()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA], acc_events=True) as prof:
+        sync()
+        with profile(activities=[ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU], acc_events=True) as prof:
             for _ in range(calls):
                 fn()
-            torch.cuda.synchronize()
+            sync()
         kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA) / calls
 
         def timed():
             fn()
-            torch.cuda.synchronize()
+            sync()
 
         seconds = _host_median(timed, reps=10)
         if not quiet:

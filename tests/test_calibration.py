@@ -173,3 +173,14 @@ def test_a_runs_own_host_measure_moves_the_deep_steps_with_the_shallow_ones():
     assert run.deep_step("train") == (pytest.approx(25e-6), 2000)  # the run did not measure train again
     assert launch.at_host_speed(3e-6).deep_step("train")[0] == pytest.approx(37.5e-6)
     assert launch.measured_again({}) is launch and launch.deep_step("lora-train") == (0.0, 0)
+
+
+def test_the_host_calibration_steps_run_through_on_the_cpu():
+    # On a GPU these time the host; here they only run (no CUDA kernels to count), so that a
+    # broken step fails in CI and not in a device session.
+    from executors.calibrate import _hf_host_per_kernel
+
+    out = _hf_host_per_kernel(quiet=True, device="cpu")
+    parts = [f"{p}:{w}" for p in ("train", "lora-train") for w in ("forward", "forward-backward", "optimizer")]
+    assert set(out) == {"forward", "train", "lora-train", "decode", *parts}
+    assert all(per > 0 and kernels == 0 for per, kernels in out.values())
