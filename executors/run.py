@@ -83,6 +83,7 @@ class _Steps:
         self.forward_ctx = lambda: autocast_ctx(device, autocast)
         self.ids = protocol.input_ids(w.batch, w.seq, vocab)
         self.cache = None
+        self.on_first_token = None  # generate: called once a step, as its first token is sampled
         self.tokens = {"train": w.batch * w.seq, "prefill": w.batch * w.seq, "decode": w.batch,
                        "generate": w.batch * w.generate}[w.task]
 
@@ -112,7 +113,8 @@ class _Steps:
         elif task == "decode":
             protocol.decode_step(self.model, self.cache, self.next_ids)
         else:
-            protocol.generate(self.model, self.ids, self.w.generate)
+            mark = self.on_first_token
+            protocol.generate(self.model, self.ids, self.w.generate, (lambda i: mark() if i == 0 else None) if mark else None)
 
 
 def measure(w: Workload, case: str = "", warmup: int = 1, steps: int = 3, device: str = "auto",
@@ -169,7 +171,14 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
             torch.cuda.synchronize()
             resident = torch.cuda.memory_allocated()
             # Peaks per step (reset before each), so that what runs between steps is not counted.
-            times, index, clocks, allocated, reserved = [], [], [], 0, 0
+            times, index, clocks, first, allocated, reserved = [], [], [], [], 0, 0
+            marks = []  # a generate step's first token: an event on the stream, as the step's own
+
+            def first_token():
+                marks.append(torch.cuda.Event(enable_timing=True))
+                marks[-1].record()
+
+            run.on_first_token = first_token
             for _ in range(steps):
                 torch.cuda.reset_peak_memory_stats()
                 before = host_index()  # the host's speed around this step (CPU only: no device memory)
@@ -179,6 +188,9 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
                 end.record()
                 torch.cuda.synchronize()
                 times.append(start.elapsed_time(end) / 1e3)
+                if marks:
+                    first.append(start.elapsed_time(marks.pop()) / 1e3)
+                    marks.clear()
                 clocks.append(sm_clock_mhz())  # NVML's last sample period: this step's end
                 index.append((before + host_index()) / 2)
                 allocated = max(allocated, torch.cuda.max_memory_allocated())
@@ -194,8 +206,8 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
     del model, opt, run
     torch.cuda.empty_cache()
     return Measurement(fits=True, peak_allocated_bytes=allocated, peak_reserved_bytes=reserved, device_bytes=total - free,
-                       resident_bytes=resident, step_times_s=times, tokens_per_step=tokens, host_index_s=index, sm_clock_mhz=clocks,
-                       host_launch=_host_launch(), **meta)
+                       resident_bytes=resident, step_times_s=times, tokens_per_step=tokens, first_token_s=first,
+                       host_index_s=index, sm_clock_mhz=clocks, host_launch=_host_launch(), **meta)
 
 
 def _host_launch() -> dict[str, float]:
@@ -220,13 +232,17 @@ def _measure_cpu(w, cfg, config, warmup, steps, meta) -> Measurement:
             run.between()
         tr.reset_peak()  # a decode step's reset_cache copies a layer at a time: below the step's own peak
         resident = tr.live_bytes
-        times = []
+        times, first, marks = [], [], []
+        run.on_first_token = lambda: marks.append(time.perf_counter())
         for _ in range(steps):
             t0 = time.perf_counter()
             run()
             times.append(time.perf_counter() - t0)
+            if marks:
+                first.append(marks.pop() - t0)
+                marks.clear()
             run.between()
         if opt is not None and cfg.optimizer_impl != "fused":
             tr.exclude_host([s["step"] for s in opt.state.values() if "step" in s])
     return Measurement(fits=True, peak_allocated_bytes=tr.peak_bytes,  # no caching allocator on the CPU
-                       resident_bytes=resident, step_times_s=times, tokens_per_step=run.tokens, **meta)
+                       resident_bytes=resident, step_times_s=times, tokens_per_step=run.tokens, first_token_s=first, **meta)

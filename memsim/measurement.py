@@ -50,14 +50,34 @@ class Measurement(BaseModel):
     # The SM clock NVML reported after each timed step (0 where it could not be read; empty before
     # 2026-12), beside the clocks the profile's products were timed at (MatmulPoint.sm_clock_mhz).
     sm_clock_mhz: list[float] = []
+    # generate: each timed step's seconds to its first token (the prefill and its sampling); the
+    # rest of the step is its decode steps (empty before 2026-12).
+    first_token_s: list[float] = []
     provenance: Provenance
 
     @property
     def step_time_s(self) -> float:
         """Median of the timed steps."""
-        t = sorted(self.step_times_s)
-        return t[len(t) // 2] if t else 0.0
+        return _median(self.step_times_s)
+
+    @property
+    def phase_times_s(self) -> dict[str, float]:
+        """Median seconds of each phase of a step: a prefill's or decode's whole step, a generate's
+        time to first token ("prefill") and the rest ("decode", its new_tokens - 1 decode steps)."""
+        task = self.workload.get("task", "train")
+        if task in ("prefill", "decode"):
+            return {task: self.step_time_s}
+        if task == "generate" and self.first_token_s:
+            pairs = list(zip(self.step_times_s, self.first_token_s))
+            return {"prefill": _median([f for _, f in pairs]), "decode": _median([t - f for t, f in pairs])}
+        return {}
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens_per_step / self.step_time_s if self.step_time_s else 0.0
+
+
+def _median(values: list[float]) -> float:
+    """The middle value (the upper one of an even count, as a step time has always been taken)."""
+    t = sorted(values)
+    return t[len(t) // 2] if t else 0.0

@@ -161,12 +161,18 @@ def predict_time(workload: Workload | dict, host_launch: dict | None = None):
     generate, the prefill and its new_tokens - 1 decode steps (`host_launch`: see phase_times)."""
     w = workload if isinstance(workload, Workload) else Workload.parse(workload)
     phases = phase_times(w, host_launch)
-    steps = {"train": 1, "prefill": 1, "decode": max(w.generate - 1, 1) if w.task == "generate" else 1}
-    spent = {name: st.seconds * steps[name] for name, st in phases.items()}
+    spent = phase_seconds(w, phases)
     tokens = {"train": w.batch * w.seq, "prefill": w.batch * w.seq, "decode": w.batch,
               "generate": w.batch * w.generate}[w.task]
     longest = max(spent, key=spent.get)
     return sum(spent.values()), tokens, phases[longest]
+
+
+def phase_seconds(w: Workload, phases: dict) -> dict[str, float]:
+    """Seconds each phase of phase_times takes in one step of the task: a generate's prefill once
+    and its decode step new_tokens - 1 times."""
+    steps = {"train": 1, "prefill": 1, "decode": max(w.generate - 1, 1) if w.task == "generate" else 1}
+    return {name: st.seconds * steps[name] for name, st in phases.items()}
 
 
 def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> tuple[float | None, float]:

@@ -37,6 +37,8 @@ from .errors import InputError, first_error
 from .fit import largest_fitting
 from .measurement import Measurement
 from .predict import predict, step_config
+from .runtimes.hf_steps import build_program
+from .simulator import simulate
 from .workload import Workload
 
 
@@ -173,16 +175,25 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
             continue
         rep = predict(case.workload)
         p = rep.peak["gpu"]
-        step_s, bound = _predicted_step(case.workload)
+        # The CPU tracker counts live tensors: no kernel workspace (cuBLAS's) on a CPU.
+        cpu = m.provenance.backend == "cpu-tracker"
+        allocated = simulate(build_program(step_config(case.workload)), exclude=("workspace",)).bytes if cpu else p.allocated_bytes
+        step_s, bound, phases = _predicted_step(case.workload)
         own_host = run_host_launch(m, case.workload.hardware)
         own_host_s = _predicted_step(case.workload, own_host)[0] if own_host else float("nan")
+        measured_phases = m.phase_times_s if m.fits else {}
         row = dict(case=case.id, task=case.workload.task, predicted_fits=rep.fits, measured_fits=m.fits,
-                   predicted_allocated=p.allocated_bytes, measured_allocated=m.peak_allocated_bytes,
+                   predicted_allocated=allocated, measured_allocated=m.peak_allocated_bytes,
                    predicted_reserved=p.reserved_bytes, measured_reserved=m.peak_reserved_bytes,
                    predicted_device=p.device_bytes, measured_device=m.device_bytes,
                    step_time_s=m.step_time_s, tokens_per_s=m.tokens_per_s,
                    predicted_step_s=step_s, measured_step_s=m.step_time_s, predicted_bound=bound,
                    predicted_step_run_host_s=own_host_s)
+        # Prefill and decode apart (a generate's time to first token and the rest): their tokens/s.
+        for phase in ("prefill", "decode"):
+            pred, meas = phases.get(phase, float("nan")), measured_phases.get(phase, float("nan"))
+            row[f"predicted_{phase}_s"], row[f"measured_{phase}_s"] = pred, meas
+            row[f"error_{phase}_tokens_per_s"] = meas / pred - 1 if pred == pred and meas == meas and pred > 0 else float("nan")
         for k in ("allocated", "reserved", "device", "step", "step_run_host"):
             meas = row[f"measured_{k}"] if not k.startswith("step") else row["measured_step_s"]
             pred = row[f"predicted_{k}"] if not k.startswith("step") else row[f"predicted_{k}_s"]
@@ -205,16 +216,17 @@ def run_host_launch(m: Measurement, hardware: str) -> dict[str, float]:
     return m.host_launch
 
 
-def _predicted_step(w: Workload, host_launch: dict | None = None) -> tuple[float, str]:
-    """The roofline's step time (memsim.predict.predict_time) and what bounds its longest phase;
-    NaN where the device has no rates."""
-    from .predict import predict_time
+def _predicted_step(w: Workload, host_launch: dict | None = None) -> tuple[float, str, dict[str, float]]:
+    """The roofline's step time, what bounds its longest phase, and the seconds of each phase in
+    the step (memsim.predict.phase_times, phase_seconds); NaN where the device has no rates."""
+    from .predict import phase_seconds, phase_times
 
     try:
-        seconds, _, st = predict_time(w, host_launch)
-        return seconds, st.bound
+        phases = phase_times(w, host_launch)
     except ValueError:
-        return float("nan"), ""
+        return float("nan"), "", {}
+    spent = phase_seconds(w, phases)
+    return sum(spent.values()), phases[max(spent, key=spent.get)].bound, spent
 
 
 def summary(df) -> dict[str, dict[str, float]]:
@@ -233,6 +245,10 @@ def summary(df) -> dict[str, dict[str, float]]:
         groups["step, inference, GPU-bound"] = df["error_step"][~train & gpu]
         groups["step, train, the run's host"] = df["error_step_run_host"][train]  # where runs measured it
         groups["step, inference, the run's host"] = df["error_step_run_host"][~train]
+        # The issue's inference figures: prefill and decode tokens/s, over the prefill and decode
+        # cases and each generate's two phases.
+        groups["prefill tokens/s"] = df["error_prefill_tokens_per_s"]
+        groups["decode tokens/s"] = df["error_decode_tokens_per_s"]
     for k, col in groups.items():
         errs = [abs(e) for e in col if e == e]
         out[k] = {"median": statistics.median(errs) if errs else float("nan"), "max": max(errs) if errs else float("nan"),

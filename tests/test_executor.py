@@ -63,6 +63,11 @@ def test_validate_runs_resumes_and_compares(tmp_path):
     assert out.read_text().startswith(first)  # resumed: the finished case was not run again
     assert set(read_results(out)) == {"pre", "dec"}
     assert "allocated: median" in r.output and (tmp_path / "r.png").exists()
+    from memsim.validate import comparison
+
+    _, cases = load_suite(suite)
+    df = comparison(cases, read_results(out))
+    assert (df["error_allocated"].abs() < 0.015).all()  # the CPU tracker against the peak without kernel workspaces
 
 
 def test_suite_boundary_expands_to_largest_and_one_more(tmp_path):
@@ -175,3 +180,17 @@ def test_the_host_index_scales_the_profiles_host_costs_to_a_runs_host(monkeypatc
     assert run_host_launch(indexed, "h200")["hf_forward_host_per_kernel_s"] == pytest.approx(1.5 * launch.hf_forward_host_per_kernel_s)
     row = comparison([case], {case.id: indexed}).iloc[0]
     assert row["predicted_step_run_host_s"] > 1.3 * row["predicted_step_s"]  # host-bound: about 1.5x
+
+
+def test_a_generate_step_is_timed_to_its_first_token_and_after():
+    w = Workload.parse({**SMALL, "task": "generate", "generate": 4})
+    m = measure(w, warmup=1, steps=2, device="cpu")
+    assert len(m.first_token_s) == 2 and all(0 < f < t for f, t in zip(m.first_token_s, m.step_times_s))
+    phases = m.phase_times_s
+    assert set(phases) == {"prefill", "decode"} and phases["decode"] > 0
+    from memsim.validate import Case, comparison
+
+    row = comparison([Case(id="g", workload=w)], {"g": m.model_copy(update={"case": "g"})}).iloc[0]
+    assert row["measured_prefill_s"] == phases["prefill"] and row["measured_decode_s"] == phases["decode"]
+    prefill = measure(Workload.parse({**SMALL, "task": "prefill"}), warmup=0, steps=1, device="cpu")
+    assert set(prefill.phase_times_s) == {"prefill"}  # a prefill case's whole step is its prefill
