@@ -13,82 +13,19 @@ import itertools
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from memsim.calibration import ATTENTION_BATCH_HEADS, MATMUL_SHAPES, TRANSFER_SIZES, MeasuredProfile
 
+from .host_costs import launches
+from .timing import cuda_median, device_median, graph_median, host_median, sm_clock_mhz
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COPY_SIZES = [2**20 * 4**i for i in range(7)]  # 1 MiB .. 4 GiB
 DISK_SIZES = [2**26, 2**28, 2**30]  # 64 MiB .. 1 GiB
 PAGEABLE_BUFFERS = 5
-
-
-def _cuda_median(fn, reps: int, warmup: int = 2, inner: int = 1) -> float:
-    """Median seconds of fn() over `reps` runs between CUDA events, each of `inner` calls back to
-    back (as a step issues its kernels: a short kernel timed alone would count its launch)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / inner)
-    return statistics.median(times)
-
-
-def _graph_median(fn, reps: int, inner: int) -> float:
-    """Device seconds of one fn() call: `inner` calls captured in a CUDA graph, its replays timed
-    (a small kernel launched from Python would time the host's issue rate, not the GPU)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(inner):
-            fn()
-    seconds = _cuda_median(graph.replay, reps) / inner
-    del graph
-    return seconds
-
-
-def _device_median(fn, reps: int, inner: int) -> float:
-    """_graph_median, or where fn cannot be captured in a CUDA graph, _cuda_median of `inner`
-    calls back to back (which counts the host's issue time if it exceeds the kernels')."""
-    try:
-        return _graph_median(fn, reps, inner)
-    except RuntimeError as e:
-        print(f"calibrate: timed without a CUDA graph ({str(e).splitlines()[0][:120]})", flush=True)
-        torch.cuda.synchronize()
-        return _cuda_median(fn, reps, inner=inner)
-
-
-def sm_clock_mhz() -> float:
-    """The SM clock over NVML's last sample period (1/6 s to 1 s), or 0 where NVML cannot be read."""
-    try:
-        return float(torch.cuda.clock_rate())
-    except Exception:  # no pynvml, or no NVML on this machine
-        return 0.0
-
-
-def _host_median(fn, reps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 # A step reads each layer's weights and most activations from HBM, not from the L2 (50 MB on an
@@ -123,7 +60,7 @@ def matmuls(dtypes=("bf16", "fp16", "fp32"), progress=lambda msg: None) -> list[
             flops = 2 * m * n * k
             reps = max(3, min(20, int(2e12 / flops)))
             inner = 20 if flops < 1e10 else 5 if flops < 1e11 else 1
-            s = _graph_median(product, reps, inner=len(operands) * -(-inner // len(operands)))
+            s = graph_median(product, reps, inner=len(operands) * -(-inner // len(operands)))
             rows.append(dict(dtype=name, m=m, n=n, k=k, seconds=s, flops_per_s=flops / s, sm_clock_mhz=sm_clock_mhz()))
             del operands, cycle
             torch.cuda.empty_cache()
@@ -165,7 +102,7 @@ def attention(progress=lambda msg: None) -> list[dict]:
                     out.backward(grad)
 
                 inner = 20 if flops < 1e10 else 3
-                t_fwd, t_both = (_device_median(f, reps=10, inner=inner) for f in (fwd, fwd_bwd))
+                t_fwd, t_both = (device_median(f, reps=10, inner=inner) for f in (fwd, fwd_bwd))
                 common = dict(head_dim=hd, masked=masked, seq=s, batch_heads=b * h)
                 rows.append(dict(common, direction="forward", flops_per_s=flops / t_fwd))
                 rows.append(dict(common, direction="backward", flops_per_s=2.5 * flops / max(t_both - t_fwd, 1e-9)))
@@ -233,7 +170,7 @@ def memory_kernels(progress=lambda msg: None) -> dict:
         for layout, (_, nbytes) in kernel_sets[0].items():
             cycle = itertools.cycle([ks[layout][0] for ks in kernel_sets])
             inner = 20 if n <= 2**25 else 4
-            t = _graph_median(lambda: next(cycle)(), reps=10, inner=copies * -(-inner // copies))
+            t = graph_median(lambda: next(cycle)(), reps=10, inner=copies * -(-inner // copies))
             layouts.append(dict(layout=layout, bytes=nbytes, seconds=t, bytes_per_s=nbytes / t))
             largest[layout] = nbytes / t
         del kernel_sets
@@ -272,7 +209,7 @@ def device_copies(progress=lambda msg: None) -> list[dict]:
         progress(f"device copy {n} B")
         src = torch.empty(n, dtype=torch.uint8, device="cuda")
         dst = torch.empty_like(src)
-        s = _cuda_median(lambda: dst.copy_(src), reps=10)
+        s = cuda_median(lambda: dst.copy_(src), reps=10)
         rows.append(dict(bytes=n, seconds=s, bytes_per_s=2 * n / s))
         del src, dst
     return rows
@@ -312,8 +249,8 @@ def _transfer_times(n: int, pinned: bool) -> dict[str, list[float]]:
     for _ in range(1 if pinned else PAGEABLE_BUFFERS):
         host = torch.empty(n, dtype=torch.uint8, pin_memory=pinned)
         host.fill_(1)  # touch every page, as real data would
-        times["host_to_device"].append(_cuda_median(lambda: dev.copy_(host, non_blocking=pinned), reps))
-        times["device_to_host"].append(_cuda_median(lambda: host.copy_(dev, non_blocking=pinned), reps))
+        times["host_to_device"].append(cuda_median(lambda: dev.copy_(host, non_blocking=pinned), reps))
+        times["device_to_host"].append(cuda_median(lambda: host.copy_(dev, non_blocking=pinned), reps))
         del host
     del dev
     return times
@@ -344,166 +281,10 @@ def disk(folder: str | None = None, progress=lambda msg: None) -> list[dict]:
                 finally:
                     os.close(fd)
 
-            w = _host_median(write, reps=3)
-            r = _host_median(read, reps=3)
+            w = host_median(write, reps=3)
+            r = host_median(read, reps=3)
             rows += [dict(op="write", bytes=n, seconds=w, bytes_per_s=n / w), dict(op="read", bytes=n, seconds=r, bytes_per_s=n / r)]
     return rows
-
-
-def launches(progress=lambda msg: None) -> dict:
-    """What a kernel costs beyond its work, in eager PyTorch: the GPU time of a tiny kernel (1000
-    adds replayed from a CUDA graph, so the host does not starve the GPU), the host time to issue a
-    bare op, and the host time per kernel of a small transformers decoder's forward and train step
-    (Python modules and autograd included), where a small model's step is bound by the host."""
-    progress("kernel launches")
-    x = torch.ones(256, device="cuda")
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(1000):
-            x.add_(1)
-    gpu = _cuda_median(graph.replay, reps=10) / 1000
-    host_op = _host_median(lambda: [x.add_(1) for _ in range(1000)], reps=5) / 1000
-    torch.cuda.synchronize()
-    from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
-
-    index = [host_index()]
-    steps = _hf_host_per_kernel()
-    deep = _hf_host_per_kernel(parts=False, layers=HOST_CALIBRATION_DEEP_LAYERS)
-    index.append(host_index())
-    return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_decode_host_per_kernel_s=steps["decode"][0],
-                host_index_s=statistics.median(index), hf_train_phases=train_phases(steps, "train"),
-                hf_lora_train_phases=train_phases(steps, "lora-train"),
-                hf_deep={step: list(deep[step]) for step in ("forward", "train", "lora-train")}, **_host_fields(steps))
-
-
-HOST_INDEX_OPS = 200
-
-
-def host_index(reps: int = 3) -> float:
-    """Seconds per bare torch op on a tiny CPU tensor: how fast the host's Python and dispatcher
-    run right now, in about a millisecond, with no GPU work and no device memory, so that it can
-    be measured around every timed step (a host-bound step's time moved by up to 1.5x between
-    the 5 steps of one run on an H200) and a profile's host costs scaled to it."""
-    t = torch.zeros(16)
-
-    def ops():
-        for _ in range(HOST_INDEX_OPS):
-            t.add_(1)
-
-    return _host_median(ops, reps) / HOST_INDEX_OPS
-
-
-def _host_fields(steps: dict) -> dict:
-    """LaunchCosts' hf_ per-kernel fields from _hf_host_per_kernel's steps."""
-    out = {}
-    for step, field in (("forward", "forward"), ("train", "train"), ("lora-train", "lora_train")):
-        out[f"hf_{field}_host_per_kernel_s"], out[f"hf_{field}_kernels"] = steps[step]
-    return out
-
-
-def train_phases(steps: dict, prefix: str) -> dict[str, list[float]]:
-    """LaunchCosts.hf_train_phases (or hf_lora_train_phases) from _hf_host_per_kernel's parts of
-    the `prefix` step: {phase: [host seconds, kernels]}, the backward's as forward-backward less
-    forward."""
-    total = {which: (per * kernels, kernels) for which in ("forward", "forward-backward", "optimizer")
-             for per, kernels in [steps[f"{prefix}:{which}"]]}
-    (fwd_s, fwd_k), (fb_s, fb_k), (opt_s, opt_k) = total["forward"], total["forward-backward"], total["optimizer"]
-    return {"forward": [fwd_s, fwd_k], "backward": [fb_s - fwd_s, fb_k - fwd_k], "optimizer": [opt_s, opt_k]}
-
-
-def host_launch_costs() -> dict[str, float]:
-    """This process's host cost per kernel of the calibration steps (LaunchCosts' hf_ fields): what
-    a measurement records of the host it ran on."""
-    return _host_fields(_hf_host_per_kernel(quiet=True, parts=False))
-
-
-def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0,
-                        device: str = "cuda") -> dict[str, tuple[float, int]]:
-    """{step: (host seconds per CUDA kernel, kernels)} of HOST_CALIBRATION_MODEL's prefill
-    ("forward"), train step, train step with LoRA ("lora-train") and decode step (the executor's
-    protocols), whose kernels take microseconds, so that the step's wall time is the host's; with
-    `parts`, the decode step and the train steps' parts (train_phases) as well; `layers`: the
-    model at that depth instead of its own. (`device` cpu: the steps run, for a test, and their
-    kernels count 0.)"""
-    from torch.profiler import ProfilerActivity, profile
-
-    from memsim.calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_LORA, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ
-
-    from .protocol import decode_step, input_ids, new_cache, prefill, train_step
-    from .trace import build_model, make_optimizer
-
-    config = dict(HOST_CALIBRATION_MODEL, num_hidden_layers=layers or HOST_CALIBRATION_MODEL["num_hidden_layers"])
-    with torch.device(device):
-        model = build_model(config, "sdpa", "bf16")
-        opt = make_optimizer(list(model.parameters()), "adamw", "foreach")
-        lora = build_model(config, "sdpa", "bf16", HOST_CALIBRATION_LORA["rank"], tuple(HOST_CALIBRATION_LORA["targets"]))
-        lora_opt = make_optimizer([p for p in lora.parameters() if p.requires_grad], "adamw", "foreach")
-    ids = input_ids(HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ, config["vocab_size"]).to(device)
-    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
-
-    def forward():
-        prefill(model, ids, new_cache(model))
-
-    def step():
-        train_step(model, ids, opt)
-
-    def lora_step():
-        train_step(lora, ids, lora_opt)
-
-    cache = new_cache(model)
-    prefill(model, ids, cache)
-    next_ids = ids[:, -1:]
-
-    def decode():  # the cache grows a token a call: 64 to 78 tokens, the same kernels
-        decode_step(model, cache, next_ids)
-
-    # A train step's parts apart (train_phases): its forward and loss as autograd records them,
-    # forward and backward (gradients dropped after, as zero_grad does), an optimizer step alone.
-    def part(m, o, which):
-        def train_forward():
-            m(input_ids=ids, labels=ids).loss  # its graph dies with it
-
-        def forward_backward():
-            m(input_ids=ids, labels=ids).loss.backward()
-            m.zero_grad(set_to_none=True)
-
-        def optimizer_step():
-            o.step()
-
-        return {"forward": train_forward, "forward-backward": forward_backward, "optimizer": optimizer_step}[which]
-
-    def with_grads(m):
-        m(input_ids=ids, labels=ids).loss.backward()  # the optimizer steps over gradients, as in a step
-
-    steps = [("forward", forward), ("train", step), ("lora-train", lora_step)]
-    if parts:
-        steps.append(("decode", decode))
-        for prefix, m, o in (("train", model, opt), ("lora-train", lora, lora_opt)):
-            steps += [(f"{prefix}:{which}", part(m, o, which)) for which in ("forward", "forward-backward", "optimizer")]
-    out = {}
-    calls = 3
-    for name, fn in steps:
-        if name.endswith(":optimizer"):
-            with_grads(model if name.startswith("train") else lora)
-        for _ in range(3):
-            fn()
-        sync()
-        with profile(activities=[ProfilerActivity.CUDA if device == "cuda" else ProfilerActivity.CPU], acc_events=True) as prof:
-            for _ in range(calls):
-                fn()
-            sync()
-        kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA) / calls
-
-        def timed():
-            fn()
-            sync()
-
-        seconds = _host_median(timed, reps=10)
-        if not quiet:
-            print(f"host per kernel, {name}{f' at {layers} layers' if layers else ''}: {seconds * 1e3:.3f} ms a call, "
-                  f"{kernels:.0f} kernels", flush=True)
-        out[name] = (seconds / max(kernels, 1), round(kernels))
-    return out
 
 
 def calibrate(name: str, base: str = "", quick: bool = False, disk_folder: str | None = None,

@@ -24,7 +24,8 @@ from memsim.catalog import raw_config
 from memsim.errors import InputError
 from memsim.measurement import Measurement, Provenance
 
-from .calibrate import host_index, sm_clock_mhz
+from .host_costs import host_index
+from .timing import sm_clock_mhz
 from memsim.predict import step_config
 from memsim.workload import Workload
 
@@ -211,9 +212,9 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
 
 
 def _host_launch() -> dict[str, float]:
-    """The host's speed in this process, after the measured steps (calibrate.host_launch_costs);
+    """The host's speed in this process, after the measured steps (host_costs.host_launch_costs);
     empty if it cannot be measured here, which leaves the measurement as it was."""
-    from .calibrate import host_launch_costs
+    from .host_costs import host_launch_costs
 
     try:
         return host_launch_costs()

@@ -153,7 +153,7 @@ def test_transfer_sizes_are_refined_where_the_line_between_two_misses():
 
 
 def test_a_train_steps_host_time_splits_into_its_phases():
-    from executors.calibrate import train_phases
+    from executors.host_costs import train_phases
 
     per_kernel = {"train:forward": (10e-6, 100), "train:forward-backward": (12e-6, 300), "train:optimizer": (20e-6, 20)}
     phases = train_phases(per_kernel, "train")
@@ -178,7 +178,7 @@ def test_a_runs_own_host_measure_moves_the_deep_steps_with_the_shallow_ones():
 def test_the_host_calibration_steps_run_through_on_the_cpu():
     # On a GPU these time the host; here they only run (no CUDA kernels to count), so that a
     # broken step fails in CI and not in a device session.
-    from executors.calibrate import _hf_host_per_kernel
+    from executors.host_costs import _hf_host_per_kernel
 
     out = _hf_host_per_kernel(quiet=True, device="cpu")
     parts = [f"{p}:{w}" for p in ("train", "lora-train") for w in ("forward", "forward-backward", "optimizer")]

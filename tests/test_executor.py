@@ -160,7 +160,7 @@ def test_the_host_index_scales_the_profiles_host_costs_to_a_runs_host(monkeypatc
     import memsim.catalog as catalog
     from memsim.validate import comparison, run_host_launch
 
-    from executors.calibrate import host_index
+    from executors.host_costs import host_index
 
     assert 1e-8 < host_index() < 1e-3  # seconds per bare CPU op, measured here
     _, cases = load_suite("data/suites/h100.yaml", "h200")
