@@ -61,7 +61,7 @@ class DiskPoint(CopyPoint):
     op: Literal["read", "write"]
 
 
-# The host-bound step whose host time per kernel calibrate measures (executors/calibrate.py
+# The host-bound step whose host time per kernel calibrate measures (executors/host_costs.py
 # launches): a 4-layer Llama of hidden size 64, batch 2 of 64 tokens, whose kernels take
 # microseconds, so its step's wall time is the host's.
 HOST_CALIBRATION_MODEL = dict(model_type="llama", hidden_size=64, intermediate_size=172, num_hidden_layers=4,
@@ -80,7 +80,7 @@ HOST_CALIBRATION_STEPS = {"forward": ("prefill", []), "train": ("train", []), "l
 
 
 class LaunchCosts(BaseModel):
-    """What a kernel costs beyond its work in eager PyTorch (executors/calibrate.py launches)."""
+    """What a kernel costs beyond its work in eager PyTorch (executors/host_costs.py launches)."""
 
     gpu_kernel_s: float = Field(gt=0)  # device time of a tiny kernel
     host_op_s: float = Field(gt=0)  # host time to issue a bare op
@@ -95,11 +95,11 @@ class LaunchCosts(BaseModel):
     # per kernel. 0 in profiles before it was measured.
     hf_lora_train_host_per_kernel_s: float = Field(0.0, ge=0)
     hf_lora_train_kernels: int = 0
-    # executors/calibrate.py host_index around the steps above: the host speed these costs were
+    # executors/host_costs.py host_index around the steps above: the host speed these costs were
     # measured at (0 in profiles before it was measured).
     host_index_s: float = Field(0.0, ge=0)
     # The calibration train step's parts, {phase: [host seconds, CUDA kernels]} for forward,
-    # backward and optimizer (executors/calibrate.py train_phases), plain and with LoRA: whether
+    # backward and optimizer (executors/host_costs.py train_phases), plain and with LoRA: whether
     # autograd's backward and the optimizer cost the host what a module's kernel does. Recorded,
     # not yet used by the roofline (empty before 2026-12).
     hf_train_phases: dict[str, list[float]] = {}

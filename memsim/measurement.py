@@ -44,7 +44,7 @@ class Measurement(BaseModel):
     # measured after the steps as `memsim calibrate` measures it: calibration.LaunchCosts' fields
     # hf_forward_host_per_kernel_s, hf_forward_kernels, hf_train_host_per_kernel_s, hf_train_kernels.
     host_launch: dict[str, float] = {}
-    # Seconds per bare CPU op (executors/calibrate.py host_index) around each timed step, the mean
+    # Seconds per bare CPU op (executors/host_costs.py host_index) around each timed step, the mean
     # of one before and one after it: the host's speed while the steps ran (empty before 2026-12).
     host_index_s: list[float] = []
     # The SM clock NVML reported after each timed step (0 where it could not be read; empty before
