@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,25 +21,20 @@ import transformers
 
 from memsim.calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ
 from memsim.executors.protocol import decode_step, input_ids, new_cache, prefill, train_step
+from memsim.executors.timing import host_median
 from memsim.executors.trace import build_model, make_optimizer
 
 DEPTHS = (2, 4, 8, 16)
 
 
 def seconds(fn, device: str, reps: int) -> float:
+    """Median wall seconds of fn() to the end of its GPU work."""
     def call():
         fn()
         if device == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(3):
-        call()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return host_median(call, reps, warmup=3)
 
 
 def main() -> int:

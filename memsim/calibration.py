@@ -70,7 +70,7 @@ HOST_CALIBRATION_MODEL = dict(model_type="llama", hidden_size=64, intermediate_s
 HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ = 2, 64
 # The same steps at this depth too: a step's host time is a fixed part (the mask, the embedding,
 # the loss, the output objects: once a call) plus a part per layer, and at 4 layers the fixed one
-# is 18-29% of the step (measured on a CPU at 2 to 16 layers: benchmarks/host_depth.py,
+# is 16-29% of the step (measured on a CPU at 2 to 16 layers: benchmarks/host_depth.py,
 # data/benchmarks/host-depth-cpu.txt), which a rate per kernel would spread over every layer of
 # a deep model.
 HOST_CALIBRATION_DEEP_LAYERS = 16
