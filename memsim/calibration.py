@@ -189,7 +189,9 @@ class MeasuredProfile(BaseModel):
     name: str
     profile: Literal["measured"] = "measured"
     base: str = ""  # the datasheet profile this one measures (hardware/<base>.yaml)
-    provenance: Provenance
+    provenance: Provenance  # the latest run that measured any of it
+    # Sections measured again by `calibrate --update` on another run than the rest: each one's own.
+    section_provenance: dict[str, Provenance] = {}
     compute_capability: str = ""
     total_memory_bytes: int = 0
     matmul: list[MatmulPoint] = []
