@@ -199,9 +199,14 @@ def update(profile: MeasuredProfile, sections, disk_folder: str | None = None, p
            "transfer": lambda: transfers(progress=progress), "disk": lambda: disk(disk_folder, progress),
            "launch": lambda: launches(progress)}
     fields = {name: run[name]() for name in sections}
-    # The sections not measured now keep the provenance they were measured with.
-    kept = {name: profile.section_provenance.get(name, profile.provenance) for name in SECTIONS if name not in sections}
-    by_section = {name: p.model_dump() for name, p in kept.items()} | {name: prov.model_dump() for name in sections}
+    return replaced(profile, fields, prov)
+
+
+def replaced(profile: MeasuredProfile, fields: dict, prov) -> MeasuredProfile:
+    """`profile` with the sections in `fields` measured again by the run `prov` describes; the
+    sections not measured again keep the provenance they were measured with."""
+    kept = {name: profile.section_provenance.get(name, profile.provenance) for name in SECTIONS if name not in fields}
+    by_section = {name: p.model_dump() for name, p in kept.items()} | {name: prov.model_dump() for name in fields}
     return MeasuredProfile(**{**profile.model_dump(), **fields, "provenance": prov.model_dump(), "section_provenance": by_section})
 
 

@@ -184,3 +184,15 @@ def test_the_host_calibration_steps_run_through_on_the_cpu():
     parts = [f"{p}:{w}" for p in ("train", "lora-train") for w in ("forward", "forward-backward", "optimizer")]
     assert set(out) == {"forward", "train", "lora-train", "decode", *parts}
     assert all(per > 0 and kernels == 0 for per, kernels in out.values())
+
+
+def test_measuring_a_section_again_keeps_the_others_provenance():
+    from executors.calibrate import replaced
+
+    old = MeasuredProfile.from_path(H200)
+    later = old.provenance.model_copy(update={"date": "2027-01-02", "driver": "999.1"})
+    new = replaced(old, {"device_copy": [dict(bytes=2**20, seconds=1e-6, bytes_per_s=2e12)]}, later)
+    assert new.provenance == later and new.section_provenance["device_copy"] == later
+    assert new.section_provenance["matmul"] == old.provenance and new.matmul == old.matmul
+    again = replaced(new, {"matmul": []}, later.model_copy(update={"date": "2027-02-03"}))
+    assert again.section_provenance["device_copy"] == later  # kept from the update before
