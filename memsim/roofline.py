@@ -185,7 +185,14 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
         split[k.bound] += k.seconds
     # The host sets the pace where issuing the kernels takes longer than running them.
     bound = "host" if queue.host >= gpu else max(split, key=split.get) if split else "memory"
-    return StepTime(queue.gpu, gpu, queue.host, bound, dict(by_phase), kernels, rates.assumptions)
+    notes = list(rates.assumptions)
+    if bound == "host" and profile is not None:
+        # Measured: one calibration step ran 0.76x-1.40x as long on three H200 machines
+        # (data/validation/host-calibration-h200.yaml), up to 2x on one over minutes.
+        notes.append(f"host-bound: the host issues {sum(k.count for k in kernels):,} kernels at the speed measured with "
+                     f"the {profile.name} profile, and the step scales with the host's speed (three H200 machines here ran "
+                     f"one such step 0.76x-1.40x as long)")
+    return StepTime(queue.gpu, gpu, queue.host, bound, dict(by_phase), kernels, notes)
 
 
 def plot(st: StepTime, rates_peak: float, bandwidth: float, path, title: str = ""):
