@@ -198,3 +198,12 @@ def test_a_for_loop_optimizers_kernels_cost_the_host_a_bare_op_each():
     extra = loop.host_seconds - foreach.host_seconds
     per_kernel = foreach.host_seconds / sum(k.count for k in foreach.kernels)
     assert extra == pytest.approx(opt["loop"].count * launch.host_op_s - opt["foreach"].count * per_kernel, rel=1e-6)
+
+
+def test_a_host_bound_step_says_it_scales_with_the_host():
+    from memsim.predict import phase_times
+
+    small = phase_times(dict(model="qwen2.5-0.5b", hardware="h200", task="decode", batch=1, seq=128))["decode"]
+    large = phase_times(dict(model="llama-3-8b", hardware="h200", task="prefill", batch=2, seq=4096))["prefill"]
+    assert small.bound == "host" and any(a.startswith("host-bound") for a in small.assumptions)
+    assert large.bound != "host" and not any(a.startswith("host-bound") for a in large.assumptions)
