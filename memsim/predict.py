@@ -185,8 +185,8 @@ def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> tuple[float 
     give a line: a fixed part a call and a part per tape kernel; else all of it per kernel. (None,
     0) where the profile predates the kernel counts. A decode step is a forward against a cache:
     the prefill's figures stand in, since the calibration's own decode measure (a 4-layer model's
-    step against a 64-token cache) runs some slow host path at 200 µs a kernel, 8x its forward,
-    which no suite decode shows."""
+    step against a 64-token cache) runs some slow host path at 200-390 µs a kernel, 8-13x its
+    forward, which no suite decode shows."""
     launch = profile.launch if profile else None
     if launch is None:
         return None, 0.0

@@ -141,8 +141,8 @@ class _LaunchQueue:
     GPU waiting on the host while a stretch of large ones lets the host run ahead, so the step
     takes between the longer and the sum of the two totals."""
 
-    def __init__(self):
-        self.host = self.gpu = 0.0
+    def __init__(self, host_start: float = 0.0):
+        self.host, self.gpu = host_start, 0.0  # host_start: the call's own Python before its first kernel
 
     def run(self, launches: int, gpu_seconds: float, host_per_kernel: float) -> None:
         first_issued = self.host + host_per_kernel
@@ -160,8 +160,7 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
     rates = Rates(hw, profile, dtype, mode, host_per_kernel, host_per_call)
     agg: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, defaultdict(float)])
     gpu = 0.0
-    queue = _LaunchQueue()
-    queue.host = rates.host_per_call
+    queue = _LaunchQueue(rates.host_per_call)
     by_phase: dict[str, float] = defaultdict(float)
     for seg in program.in_step_order():
         timed = [(cost, *kernel_seconds(cost, rates, dtype_bytes)) for cost in seg.costs()]
