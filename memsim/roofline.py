@@ -73,8 +73,13 @@ class Rates:
             self.assumptions.append(f"no measured profile of {hw.name}: datasheet peaks, no launch costs (a lower bound)")
 
     def product(self, m: int, n: int, k: int, dtype: str | None = None) -> float:
-        rate = self.profile.matmul_rate(m, n, k, dtype or self.dtype) if self.profile else None
-        return rate or self.peak
+        """FLOP/s of [m, k] @ [k, n]: the calibrated grid's at the output padded to whole tiles
+        (which the GPU computes), over the FLOPs asked for."""
+        if not self.profile:
+            return self.peak
+        mp, np_ = _whole_tiles(m), _whole_tiles(n)
+        rate = self.profile.matmul_rate(mp, np_, k, dtype or self.dtype)
+        return rate * (m * n) / (mp * np_) if rate else self.peak
 
     def memory(self, cost: OpCost) -> float:
         """Bytes/s of a memory-bound kernel: measured for its layout and size where the profile
@@ -94,6 +99,18 @@ class Rates:
     def attention(self, cost: OpCost) -> float:
         rate = self.profile.attention_rate(cost.head_dim, cost.masked, cost.name.endswith(".bwd"), cost.flops) if self.profile else None
         return rate or self.peak
+
+
+# cuBLAS tiles a product's output in blocks of 128 rows or columns or more (the profiled H200
+# kernels' names: tilesize128x128, 256x128, 128x256, 64x64 for small ones;
+# data/validation/profiles-h200/): an output of 960 columns costs 1024's. The calibrated grid
+# (calibration.MATMUL_GRID) is at whole tiles from 256 up.
+TILE = 128
+
+
+def _whole_tiles(n: int) -> int:
+    """n rounded up to whole tiles from one tile up; below that the grid's own small sizes hold."""
+    return n if n <= TILE else -(-n // TILE) * TILE
 
 
 _DTYPE_OF_BYTES = {4: "fp32", 2: "bf16"}

@@ -207,3 +207,15 @@ def test_a_host_bound_step_says_it_scales_with_the_host():
     large = phase_times(dict(model="llama-3-8b", hardware="h200", task="prefill", batch=2, seq=4096))["prefill"]
     assert small.bound == "host" and any(a.startswith("host-bound") for a in small.assumptions)
     assert large.bound != "host" and not any(a.startswith("host-bound") for a in large.assumptions)
+
+
+def test_a_product_pays_for_whole_output_tiles():
+    from memsim.catalog import load_hardware, load_measured
+    from memsim.roofline import Rates
+
+    profile = load_measured("h200")
+    r = Rates(load_hardware("h200"), profile, "bf16", "train")
+    # 960 columns run as 1024 do: the same time, 960/1024 of the FLOPs.
+    assert r.product(4096, 960, 1024) == pytest.approx(profile.matmul_rate(4096, 1024, 1024, "bf16") * 960 / 1024)
+    assert r.product(4096, 1024, 1000) == pytest.approx(profile.matmul_rate(4096, 1024, 1000, "bf16"))  # k is not tiled so
+    assert r.product(64, 4096, 4096) == pytest.approx(profile.matmul_rate(64, 4096, 4096, "bf16"))  # below a tile: the grid's own
