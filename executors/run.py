@@ -24,7 +24,7 @@ from memsim.catalog import raw_config
 from memsim.errors import InputError
 from memsim.measurement import Measurement, Provenance
 
-from .host_costs import host_index
+from .host_costs import host_index, host_launch_costs
 from .timing import sm_clock_mhz
 from memsim.predict import step_config
 from memsim.workload import Workload
@@ -214,8 +214,6 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
 def _host_launch() -> dict[str, float]:
     """The host's speed in this process, after the measured steps (host_costs.host_launch_costs);
     empty if it cannot be measured here, which leaves the measurement as it was."""
-    from .host_costs import host_launch_costs
-
     try:
         return host_launch_costs()
     except Exception:  # the profiler or the small model failed: the step times stand without it

@@ -37,8 +37,6 @@ from .errors import InputError, first_error
 from .fit import largest_fitting
 from .measurement import Measurement
 from .predict import predict, step_config
-from .runtimes.hf_steps import build_program
-from .simulator import simulate
 from .workload import Workload
 
 
@@ -175,9 +173,9 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
             continue
         rep = predict(case.workload)
         p = rep.peak["gpu"]
-        # The CPU tracker counts live tensors: no kernel workspace (cuBLAS's) on a CPU.
+        # The CPU tracker counts live tensors: no kernel workspace (cuBLAS's, resident) on a CPU.
         cpu = m.provenance.backend == "cpu-tracker"
-        allocated = simulate(build_program(step_config(case.workload)), exclude=("workspace",)).bytes if cpu else p.allocated_bytes
+        allocated = p.allocated_bytes - (rep.breakdown_bytes.get("workspace", 0) if cpu else 0)
         step_s, bound, phases = _predicted_step(case.workload)
         own_host = run_host_launch(m, case.workload.hardware)
         own_host_s = _predicted_step(case.workload, own_host)[0] if own_host else float("nan")
