@@ -116,12 +116,11 @@ class LaunchCosts(BaseModel):
         scale = host_index_s / self.host_index_s
         fields = ("host_op_s", "hf_forward_host_per_kernel_s", "hf_train_host_per_kernel_s", "hf_decode_host_per_kernel_s",
                   "hf_lora_train_host_per_kernel_s")
-        deep = {step: [per * scale, kernels] for step, (per, kernels) in self.hf_deep.items()}
-        return self.model_copy(update={f: getattr(self, f) * scale for f in fields} | {"host_index_s": host_index_s, "hf_deep": deep})
+        return self.measured_again({f: getattr(self, f) * scale for f in fields} | {"host_index_s": host_index_s})
 
     def measured_again(self, fields: dict[str, float]) -> LaunchCosts:
-        """These costs with a run's own measure of the shallow steps (Measurement.host_launch), the
-        deep steps scaled as their shallow ones moved."""
+        """These costs with `fields` measured again (a run's own host_launch, or at_host_speed's),
+        the deep steps scaled as their shallow ones moved."""
         if not fields:
             return self
         deep = {}
