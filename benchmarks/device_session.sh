@@ -9,7 +9,7 @@
 #   calibrate   launch (host costs and host index), attention (in CUDA graphs), transfers (refined)
 #               measured again, into $OUT/PROFILE.yaml
 #   suite       the validation suite on this GPU, resumed from $OUT/PROFILE.jsonl (seed it with
-#               data/validation/PROFILE.jsonl to keep earlier cases)
+#               data/validation/PROFILE.jsonl to keep earlier cases; $ONLY: case ids to run alone)
 #   profiles    torch.profiler kernel tables of the cases named in $CASES, in $OUT/profiles.tgz
 #   transfers   the held-out transfer check against $OUT/PROFILE.yaml (or the committed one)
 #   snapshot    the allocator's segments after a step of each case in $CASES (allocator_snapshot.py)
@@ -27,7 +27,7 @@ case "$stage" in
       timeout 280 $m calibrate --update "$yaml" --only "$section" >> "$out/calibrate.log" 2>&1
     done ;;
   suite)
-    timeout "${SUITE_S:-570}" $m validate data/suites/h100.yaml $hw --out "$out/$profile.jsonl" > "$out/suite.log" 2>&1 ;;
+    timeout "${SUITE_S:-570}" $m validate data/suites/h100.yaml $hw --out "$out/$profile.jsonl" ${ONLY:+$(printf -- '--only %s ' $ONLY)} > "$out/suite.log" 2>&1 ;;
   profiles)
     mkdir -p "$out/profiles"
     timeout 540 python3 benchmarks/profile_kernels.py data/suites/h100.yaml ${CASES:?case ids} --out "$out/profiles" > "$out/profiles.log" 2>&1

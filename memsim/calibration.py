@@ -294,16 +294,23 @@ def transfer_curve(points: list[tuple[int, float]], nbytes: int) -> float:
     return max(t0 + (nbytes - n0) * (t1 - t0) / (n1 - n0), 0.0)
 
 
+# Pairs up to here are refined. Above it the copies' bandwidth is flat (H100 and H200), and a
+# pageable copy's ±12% between processes made every large pair "miss": refined up to 4 GiB, the
+# H200's transfer calibration ran past 280 s (2026-12-01) for points a line already gives.
+REFINE_LARGEST = 2**28
+
+
 def refine_sizes(measured: dict[int, tuple[float, ...]], measure, tolerance: float = 0.05, depth: int = 2,
-                 align: int = 4096) -> dict[int, tuple[float, ...]]:
-    """Calibration sizes added where transfer_curve's line through two neighbours misses: each
-    pair's geometric midpoint is measured (`measure(n)` -> seconds per curve), and where any of
-    its times is more than `tolerance` off the line, both halves again, `depth` levels deep. A
-    pageable host-to-device copy's bandwidth halves somewhere between 32 and 64 MiB (measured on
-    an H100 and an H200; where, varied), which the line through 32 and 64 MiB missed by 60%."""
+                 align: int = 4096, largest: int = REFINE_LARGEST) -> dict[int, tuple[float, ...]]:
+    """Calibration sizes added where transfer_curve's line through two neighbours (both at most
+    `largest` bytes) misses: each pair's geometric midpoint is measured (`measure(n)` -> seconds
+    per curve), and where any of its times is more than `tolerance` off the line, both halves
+    again, `depth` levels deep. A pageable host-to-device copy's bandwidth halves somewhere between
+    32 and 64 MiB (measured on an H100 and an H200; where, varied), which the line through 32 and
+    64 MiB missed by 60%."""
     out = dict(measured)
     sizes = sorted(measured)
-    pairs = list(zip(sizes, sizes[1:]))
+    pairs = [(a, b) for a, b in zip(sizes, sizes[1:]) if b <= largest]
     for _ in range(depth):
         misses = []
         for a, b in pairs:

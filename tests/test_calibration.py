@@ -128,7 +128,7 @@ def test_attention_rate_follows_the_calls_work():
 
 
 def test_transfer_sizes_are_refined_where_the_line_between_two_misses():
-    from memsim.calibration import TRANSFER_SIZES, refine_sizes, transfer_curve
+    from memsim.calibration import REFINE_LARGEST, TRANSFER_SIZES, refine_sizes, transfer_curve
 
     MiB = 2**20
     # A pageable copy's shape as measured: 12 GB/s up to a break at 52 MiB, 8 GB/s above, 20 µs latency.
@@ -148,8 +148,10 @@ def test_transfer_sizes_are_refined_where_the_line_between_two_misses():
     # Away from the break both grids are exact; at 48 MiB only the refined one is.
     assert curve(grid, 48 * MiB) / copy_seconds(48 * MiB) - 1 > 0.2
     assert abs(curve(refined, 48 * MiB) / copy_seconds(48 * MiB) - 1) < 0.05
-    # Only the pair around the break is refined past the first level (one midpoint per pair).
-    assert len(asked) - (len(TRANSFER_SIZES) - 1) <= 2 * 3
+    # Only the pair around the break is refined past the first level (one midpoint per pair up to
+    # REFINE_LARGEST), and nothing above it is measured again.
+    pairs = sum(1 for b in TRANSFER_SIZES[1:] if b <= REFINE_LARGEST)
+    assert len(asked) - pairs <= 2 * 3 and max(asked) < REFINE_LARGEST
 
 
 def test_a_train_steps_host_time_splits_into_its_phases():
