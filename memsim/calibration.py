@@ -95,8 +95,9 @@ class LaunchCosts(BaseModel):
     # per kernel. 0 in profiles before it was measured.
     hf_lora_train_host_per_kernel_s: float = Field(0.0, ge=0)
     hf_lora_train_kernels: int = 0
-    # executors/host_costs.py host_index around the steps above: the host speed these costs were
-    # measured at (0 in profiles before it was measured).
+    # executors/host_costs.py host_index around the steps above (0 in profiles before it was
+    # measured). Recorded, not used to scale: it is not comparable with the index a run measures
+    # around its own steps (validate.run_host_launch says how they differed).
     host_index_s: float = Field(0.0, ge=0)
     # The calibration train step's parts, {phase: [host seconds, CUDA kernels]} for forward,
     # backward and optimizer (executors/host_costs.py train_phases), plain and with LoRA: whether
@@ -108,18 +109,8 @@ class LaunchCosts(BaseModel):
     # {step: [host seconds per CUDA kernel, kernels]} (empty before 2026-12).
     hf_deep: dict[str, list[float]] = {}
 
-    def at_host_speed(self, host_index_s: float) -> LaunchCosts:
-        """These host costs on a host whose host_index is `host_index_s` (they scale with it);
-        unchanged where this profile did not measure its own."""
-        if not self.host_index_s or not host_index_s:
-            return self
-        scale = host_index_s / self.host_index_s
-        fields = ("host_op_s", "hf_forward_host_per_kernel_s", "hf_train_host_per_kernel_s", "hf_decode_host_per_kernel_s",
-                  "hf_lora_train_host_per_kernel_s")
-        return self.measured_again({f: getattr(self, f) * scale for f in fields} | {"host_index_s": host_index_s})
-
     def measured_again(self, fields: dict[str, float]) -> LaunchCosts:
-        """These costs with `fields` measured again (a run's own host_launch, or at_host_speed's),
+        """These costs with `fields` measured again (a run's own host_launch),
         the deep steps scaled as their shallow ones moved."""
         if not fields:
             return self

@@ -203,11 +203,11 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
     bound = "host" if queue.host >= gpu else max(split, key=split.get) if split else "memory"
     notes = list(rates.assumptions)
     if bound == "host" and profile is not None:
-        # Measured: one calibration step ran 0.76x-1.40x as long on three H200 machines
-        # (data/validation/host-calibration-h200.yaml), up to 2x on one over minutes.
+        # Measured: the suite's host-bound steps on two H200 machines ran 0.67x-1.54x as long as
+        # each other, its GPU-bound steps 0.86x-1.10x (data/validation/repeatability-h200.csv).
         notes.append(f"host-bound: the host issues {sum(k.count for k in kernels):,} kernels at the speed measured with "
-                     f"the {profile.name} profile, and the step scales with the host's speed (three H200 machines here ran "
-                     f"one such step 0.76x-1.40x as long)")
+                     f"the {profile.name} profile, and the step scales with the host's speed (the same steps on two "
+                     f"H200 machines here ran 0.67x-1.54x as long as each other)")
     return StepTime(queue.gpu, gpu, queue.host, bound, dict(by_phase), kernels, notes)
 
 

@@ -177,7 +177,7 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
         cpu = m.provenance.backend == "cpu-tracker"
         allocated = p.allocated_bytes - (rep.breakdown_bytes.get("workspace", 0) if cpu else 0)
         step_s, bound, phases = _predicted_step(case.workload)
-        own_host = run_host_launch(m, case.workload.hardware)
+        own_host = run_host_launch(m)
         own_host_s = _predicted_step(case.workload, own_host)[0] if own_host else float("nan")
         measured_phases = m.phase_times_s if m.fits else {}
         row = dict(case=case.id, task=case.workload.task, predicted_fits=rep.fits, measured_fits=m.fits,
@@ -200,17 +200,15 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
     return pd.DataFrame(rows)
 
 
-def run_host_launch(m: Measurement, hardware: str) -> dict[str, float]:
-    """The host costs of the host a run ran on, as calibration.LaunchCosts fields: the profile's
-    at the host speed measured around the run's own steps (Measurement.host_index_s) where both
-    measured it, else the calibration steps the run timed after its steps (host_launch); empty
-    where it measured neither."""
-    from .catalog import load_measured
-
-    profile = load_measured(hardware)
-    launch = profile.launch if profile else None
-    if m.host_index_s and launch is not None and launch.host_index_s:
-        return launch.at_host_speed(statistics.median(m.host_index_s)).model_dump()
+def run_host_launch(m: Measurement) -> dict[str, float]:
+    """The host costs of the host a run ran on, as calibration.LaunchCosts fields: the calibration
+    steps the run timed after its steps (host_launch), as `memsim calibrate` times them; empty
+    where it measured none. The bare-op host index around each step (Measurement.host_index_s)
+    does not scale the profile: measured on H200s on 2026-12-01 it read 8-12 µs an op around the
+    suite's steps and 3.9 µs in calibrate's launch section, while the same runs' calibration steps
+    cost the host what the profile's did (forward 20-40 against 26 µs a kernel); scaled by it, the
+    training steps came out 124% (median) too long. Within one run it follows the steps' spread
+    (a TinyLlama generate's steps 1.71x apart, its index 1.57x, correlation 0.77)."""
     return m.host_launch
 
 

@@ -154,10 +154,9 @@ def test_a_runs_own_host_speed_predicts_its_host_bound_steps():
     assert math.isnan(comparison([case], {case.id: unmeasured}).iloc[0]["predicted_step_run_host_s"])  # a run that measured none
 
 
-def test_the_host_index_scales_the_profiles_host_costs_to_a_runs_host(monkeypatch):
+def test_a_run_is_predicted_at_the_host_its_calibration_steps_measured():
     from pathlib import Path
 
-    import memsim.catalog as catalog
     from memsim.validate import comparison, run_host_launch
 
     from executors.host_costs import host_index
@@ -166,20 +165,12 @@ def test_the_host_index_scales_the_profiles_host_costs_to_a_runs_host(monkeypatc
     _, cases = load_suite("data/suites/h100.yaml", "h200")
     case = next(c for c in cases if c.id == "qwen0.5b-decode-b32s2048")
     m = read_results(Path("data/validation/h200.jsonl"))[case.id]
-    assert run_host_launch(m, "h200") == m.host_launch  # no host index in the committed profile: what the run timed after its steps
-    profile = catalog.load_measured("h200")
-    launch = profile.launch.model_copy(update={"host_index_s": 2e-6})
-    slow = launch.at_host_speed(3e-6)  # a host 1.5x slower
-    assert slow.hf_forward_host_per_kernel_s == pytest.approx(1.5 * launch.hf_forward_host_per_kernel_s)
-    assert slow.host_op_s == pytest.approx(1.5 * launch.host_op_s) and slow.gpu_kernel_s == launch.gpu_kernel_s
-    unindexed = launch.model_copy(update={"host_index_s": 0.0})
-    assert unindexed.at_host_speed(3e-6).hf_forward_host_per_kernel_s == launch.hf_forward_host_per_kernel_s
-    # A run that measured its host around its steps is predicted at that speed.
-    monkeypatch.setattr(catalog, "load_measured", lambda name: profile.model_copy(update={"launch": launch}))
-    indexed = m.model_copy(update={"host_index_s": [3e-6, 3.1e-6, 2.9e-6]})
-    assert run_host_launch(indexed, "h200")["hf_forward_host_per_kernel_s"] == pytest.approx(1.5 * launch.hf_forward_host_per_kernel_s)
-    row = comparison([case], {case.id: indexed}).iloc[0]
-    assert row["predicted_step_run_host_s"] > 1.3 * row["predicted_step_s"]  # host-bound: about 1.5x
+    assert m.host_index_s and run_host_launch(m) == m.host_launch  # the index is recorded, the steps' times used
+    per_kernel = {k: v for k, v in m.host_launch.items() if k.endswith("_per_kernel_s")}
+    slow = m.model_copy(update={"host_launch": m.host_launch | {k: 1.5 * v for k, v in per_kernel.items()}})
+    rows = comparison([case], {case.id: m}), comparison([case], {case.id: slow})
+    fast, slowed = (r.iloc[0]["predicted_step_run_host_s"] for r in rows)
+    assert slowed > 1.3 * fast  # host-bound: a host 1.5x slower, a step about as much longer
 
 
 def test_a_generate_step_is_timed_to_its_first_token_and_after():
@@ -194,3 +185,24 @@ def test_a_generate_step_is_timed_to_its_first_token_and_after():
     assert row["measured_prefill_s"] == phases["prefill"] and row["measured_decode_s"] == phases["decode"]
     prefill = measure(Workload.parse({**SMALL, "task": "prefill"}), warmup=0, steps=1, device="cpu")
     assert set(prefill.phase_times_s) == {"prefill"}  # a prefill case's whole step is its prefill
+
+
+def test_repeatability_puts_two_measurements_of_a_case_side_by_side(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("repeatability", "benchmarks/repeatability.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    results = read_results(Path("data/validation/h200.jsonl"))
+    ids = ["qwen0.5b-decode-b32s2048", "llama3-8b-prefill-b2s8192", "mistral7b-prefill-b4s2048"]
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(results[i].model_dump_json() + "\n" for i in ids))
+    slower = results[ids[0]].model_copy(update={"step_times_s": [1.5 * t for t in results[ids[0]].step_times_s]})
+    # the first again, slower; the second measured again as it was; the third copied over (left out)
+    again = [slower, results[ids[1]].model_copy(update={"host_index_s": [1e-5]}), results[ids[2]]]
+    second.write_text("".join(m.model_dump_json() + "\n" for m in again))
+    df = mod.repeatability(first, second, "data/suites/h100.yaml", "h200")
+    assert sorted(df.index) == sorted(ids[:2])
+    assert df.loc[ids[0], "change_step_s"] == pytest.approx(0.5) and df.loc[ids[1], "change_step_s"] == 0
+    assert df.loc[ids[0], "predicted_bound"] == "host" and df.loc[ids[1], "predicted_bound"] != "host"

@@ -135,10 +135,21 @@ def test_host_cost_per_tape_kernel_comes_from_the_calibration_step():
     from memsim.catalog import load_measured
     from memsim.predict import _calibration_tape_kernels, host_per_tape_kernel
 
-    h200 = load_measured("h200")
+    from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
+
+    committed = load_measured("h200")
+    # Measured at two depths (the committed profile): a line through both steps' host times.
+    rate, fixed = host_per_tape_kernel(committed, "train")
+    deep_per, deep_kernels = committed.launch.deep_step("train")
+    shallow_s = committed.launch.hf_train_host_per_kernel_s * committed.launch.hf_train_kernels
+    assert rate > 0 and fixed > 0
+    assert fixed + rate * _calibration_tape_kernels("train") == pytest.approx(shallow_s)
+    assert fixed + rate * _calibration_tape_kernels("train", HOST_CALIBRATION_DEEP_LAYERS) == pytest.approx(deep_per * deep_kernels)
+    # Measured at one depth: all of it per kernel.
+    h200 = committed.model_copy(update={"launch": committed.launch.model_copy(update={"hf_deep": {}})})
     launch = h200.launch
     expected = launch.hf_train_host_per_kernel_s * launch.hf_train_kernels / _calibration_tape_kernels("train")
-    assert host_per_tape_kernel(h200, "train") == pytest.approx((expected, 0.0))  # measured at one depth: all per kernel
+    assert host_per_tape_kernel(h200, "train") == pytest.approx((expected, 0.0))
     assert _calibration_tape_kernels("train") < launch.hf_train_kernels  # the tape names fewer kernels than run
     unmeasured = h200.model_copy(update={"launch": launch.model_copy(update={"hf_lora_train_kernels": 0})})
     assert host_per_tape_kernel(unmeasured, "train", lora=True) == pytest.approx((expected, 0.0))  # no LoRA step measured: the plain one
@@ -187,7 +198,7 @@ def test_moe_experts_run_at_one_experts_product_rate():
 
 def test_a_for_loop_optimizers_kernels_cost_the_host_a_bare_op_each():
     from memsim.catalog import load_measured
-    from memsim.predict import phase_times
+    from memsim.predict import host_per_tape_kernel, phase_times
 
     base = dict(model="tinyllama-1.1b", hardware="h200", batch=1, seq=256)
     loop, foreach = (phase_times(dict(base, optimizer={"impl": impl}))["train"] for impl in ("for-loop", "foreach"))
@@ -196,7 +207,7 @@ def test_a_for_loop_optimizers_kernels_cost_the_host_a_bare_op_each():
     assert launch.host_op_s < launch.hf_train_host_per_kernel_s  # a bare op issues faster than a module's kernel
     # Same forward and backward; the optimizer's kernels at the bare op's host cost, the foreach's at the step's.
     extra = loop.host_seconds - foreach.host_seconds
-    per_kernel = foreach.host_seconds / sum(k.count for k in foreach.kernels)
+    per_kernel, _ = host_per_tape_kernel(load_measured("h200"), "train")  # a tape kernel's, beyond the call's fixed part
     assert extra == pytest.approx(opt["loop"].count * launch.host_op_s - opt["foreach"].count * per_kernel, rel=1e-6)
 
 
