@@ -192,6 +192,12 @@ class Tape:
         self._record(name, inputs, out, saves, recipe, self.last_cost)
         return (out, *extras) if extras else out
 
+    def work(self, name: str, nbytes: int, kernels: int = 1, layout: str | None = None) -> None:
+        """Kernels whose tensors are allocated (or too small to count) elsewhere: work for the
+        roofline only, nothing for autograd or memory (index kernels, a mask's small pieces)."""
+        if self.costs:
+            self.events.append((OpCost(name, "memory", nbytes, kernels=kernels, layout=layout or "contiguous"), COST, 0))
+
     def view(self, name: str, x: T, nbytes: int = -1, recipe=(("pass", 0),)) -> T:
         """An op whose output shares its input's storage: a view, a slice (`nbytes` smaller, and
         backward allocating the input's full size), a transpose."""

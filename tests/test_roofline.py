@@ -230,3 +230,23 @@ def test_a_product_pays_for_whole_output_tiles():
     assert r.product(4096, 960, 1024) == pytest.approx(profile.matmul_rate(4096, 1024, 1024, "bf16") * 960 / 1024)
     assert r.product(4096, 1024, 1000) == pytest.approx(profile.matmul_rate(4096, 1024, 1000, "bf16"))  # k is not tiled so
     assert r.product(64, 4096, 4096) == pytest.approx(profile.matmul_rate(64, 4096, 4096, "bf16"))  # below a tile: the grid's own
+
+
+def test_fp32_sdpas_math_path_runs_safe_softmax_and_adds_the_mask_in_place():
+    # attention.cpp / SoftMax.cpp as the profiler saw them (SmolLM2-360M fp32 on an H200, 32 layers):
+    # per layer, isneginf 32, an and-reduce 32, where 64 (one of them the [L, S] mask's), one softmax
+    # forward and one backward; the mask's add_ has no backward kernel.
+    b, s, layers, heads = 1, 256, 22, 32
+    cfg = step_config(Workload.parse({**H100, "model": "tinyllama-1.1b", "batch": b, "seq": s,
+                                      "precision": {"weights": "fp32", "compute": "fp32"}}))
+    with recording_costs():
+        prog = build_program(cfg)
+    costs = [(seg.repeat, ev[0]) for seg in prog.segments for ev in seg.events if ev[1] == COST]
+    count = lambda name: sum(n * c.kernels for n, c in costs if c.name == name)
+    scores = b * heads * s * s * 4
+    assert all(count(n) == layers for n in ("math.isneginf", "math.all_masked_rows", "math.where_masked_rows",
+                                             "math.mask_add_", "math.softmax", "math.softmax.bwd"))
+    assert count("math.causal_mask") == 3 * layers and count("math.mask_add_.bwd") == 0
+    by = {c.name: c for _, c in costs}
+    assert by["math.isneginf"].bytes == scores + scores // 4  # fp32 in, bool out
+    assert by["math.mask_add_"].bytes == 2 * scores + s * s * 4 and by["math.mask_add_"].layout == "broadcast"

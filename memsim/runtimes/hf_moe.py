@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .. import ops
 from ..optimizers import Param
-from ..tape import COST, WEIGHTS, OpCost, T, Tape
+from ..tape import WEIGHTS, T, Tape
 from . import hf_transformers as hf
 from .hf_arch import Arch
 from .hf_transformers import FP32, INT64, Shapes
@@ -181,9 +181,9 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
 
     ids_sorted = tp.new("experts.sort.values", rows * INT64)
     perm = tp.new("experts.sort.indices", rows * INT64)
-    _routing_kernels(tp, "experts.sort", SORT_KERNELS, SORT_PASSES * 4 * rows * INT64)
+    tp.work("experts.sort", SORT_PASSES * 4 * rows * INT64, SORT_KERNELS)
     token_of_row = tp.new("experts.perm//top_k", rows * INT64)
-    _routing_kernels(tp, "experts.perm//top_k", 1, 2 * rows * INT64)
+    tp.work("experts.perm//top_k", 2 * rows * INT64)
     x = _gather(tp, "experts.gather_tokens", h, token_of_row, rows * d * b)
     tp.drop(token_of_row)
     sw = _gather(tp, "experts.gather_weights", scores, perm, rows * score_bytes)
@@ -192,7 +192,7 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
     offs = tp.new("experts.offsets", m.num_experts * INT32)  # cumsum(..., dtype=int32)
     mask = tp.new("experts.sentinel_mask", rows * BOOL)
     # the cast, histc (a memset and the histogram), cumsum (cub's scan: init and sweep), the mask
-    _routing_kernels(tp, "experts.offsets", 6, rows * (INT64 + 2 * INT32 + BOOL))
+    tp.work("experts.offsets", rows * (INT64 + 2 * INT32 + BOOL), 6)
     x = _masked_fill_(tp, "experts.premask", x, mask)
 
     per_expert = max(rows // m.num_experts, 1)  # rows a group multiplies, routing balanced
@@ -213,7 +213,7 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
     weighted = _scale_rows(tp, down2, sw, rows * d * out_b)
     inv = tp.new("experts.inv_perm", rows * INT64)
     tp.drop(tp.new("experts.arange", rows * INT64))  # inv_perm[perm] = arange(S)
-    _routing_kernels(tp, "experts.inv_perm", 2, 4 * rows * INT64)  # arange, then the scatter
+    tp.work("experts.inv_perm", 4 * rows * INT64, 2)  # arange, then the scatter
     restored = _gather(tp, "experts.restore_order", weighted, inv, weighted.nbytes)
     tp.drop(weighted)
     rows3 = tp.view("experts.view", restored, recipe=(("grad", 0),))  # backward reshapes an expand: a copy
@@ -229,13 +229,6 @@ def experts(tp: Tape, sh: Shapes, h: T, idx: T, scores: T, w: MoeWeights) -> T:
 # histogram and an exclusive sum.
 SORT_PASSES = 8
 SORT_KERNELS = SORT_PASSES + 2
-
-
-def _routing_kernels(tp: Tape, name: str, kernels: int, nbytes: int) -> None:
-    """The routing's index kernels (their tensors are allocated by the caller): work for the
-    roofline only, nothing for autograd."""
-    if tp.costs:
-        tp.events.append((OpCost(name, "memory", nbytes, kernels=kernels), COST, 0))
 
 
 def _mul_saves(a: T, b: T) -> list[T]:

@@ -288,8 +288,9 @@ def masked_sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, mask: T) -> T:
 
 def math_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T) -> T:
     """aten/src/ATen/native/transformers/attention.cpp _scaled_dot_product_attention_math with
-    enable_gqa and is_causal: K and V repeated per query head, q and k scaled by sqrt(scale),
-    scores masked by a tril boolean, softmax, then @ V."""
+    enable_gqa and is_causal: K and V repeated per query head, q and k scaled by sqrt(scale), the
+    causal mask (a tril boolean made a float [L, S] mask) added to the scores in place,
+    _safe_softmax, then @ V."""
     m = sh.model
     b, hq, s, kv = sh.batch, m.num_heads, sh.seq, sh.kv_len
     rep = m.num_heads // m.num_kv_heads
@@ -303,15 +304,32 @@ def math_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T) -> T:
     att = tp.op("math.qk", [qs, ks], scores, [qs, ks], (("grad", 0), ("grad", 1)), kind="flops", flops=bmm)
     tp.drop(qs, ks)
     if s > 1:
-        tril = tp.new("math.tril", s * kv)
-        masked = tp.op("math.mask", [att], scores, (), (("grad", 0),))
-        tp.drop(tril, att)
+        # ones and tril (bool), then convert_boolean_attn_mask's where: three small kernels
+        mask = tp.new("math.causal_mask", s * kv * sh.dtype_bytes)
+        tp.work("math.causal_mask", s * kv * (3 + sh.dtype_bytes), kernels=3)
+        masked = T("math.mask_add_", tp._hold(att).storage)  # attn.add_(mask): AddBackward passes the gradient on
+        tp.record("math.mask_add_", [att], masked, (), (("pass", 0),), layout="broadcast", read=(mask,))
+        tp.drop(mask, att)
         att = masked
-    p = ops.unary_saving_output(tp, "math.softmax", att)
+    p = _safe_softmax(tp, att, b * hq * s * kv, b * hq * s)
     tp.drop(att)
     out = tp.op("math.pv", [p, vr], sh.act(m.q_dim), [p, vr], (("grad", 0), ("grad", 1)), kind="flops", flops=bmm)
     tp.drop(p, vr)
     return out
+
+
+def _safe_softmax(tp: Tape, x: T, elements: int, rows: int) -> T:
+    """at::_safe_softmax (SoftMax.cpp): softmax, then rows whose scores are all -inf set to 0
+    (isneginf, all over the row, where), four kernels (the profiler's, SmolLM2-360M fp32 on an
+    H200); one node, whose backward is the softmax's, on the saved result (derivatives.yaml)."""
+    out = tp.op("math.softmax", [x], x.nbytes)
+    softmax = tp.last_cost
+    neg_inf = tp.op("math.isneginf", [x], elements, layout="contiguous")  # bool, vectorized (as profiled)
+    all_masked = tp.op("math.all_masked_rows", [neg_inf], rows, layout="reduce")
+    p = tp.op("math.where_masked_rows", [all_masked, out], x.nbytes, layout="broadcast")
+    tp.record("math.softmax", [x], p, [p], (("grad", 0),), softmax)
+    tp.drop(neg_inf, all_masked, out)  # the function's locals, freed as it returns
+    return p
 
 
 def repeat_kv(tp: Tape, sh: Shapes, x: T, rep: int) -> T:
