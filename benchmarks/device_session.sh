@@ -6,8 +6,8 @@
 #
 # PROFILE: the measured profile's name (hardware/measured/PROFILE.yaml; h200, h100-sxm-80gb).
 # STAGE:
-#   calibrate   launch (host costs and host index), attention (in CUDA graphs), transfers (refined)
-#               measured again, into $OUT/PROFILE.yaml
+#   calibrate   the sections in $SECTIONS (default: launch attention transfer; any of calibrate's,
+#               e.g. matmul memory_kernels) measured again, into $OUT/PROFILE.yaml
 #   suite       the validation suite on this GPU, resumed from $OUT/PROFILE.jsonl (seed it with
 #               data/validation/PROFILE.jsonl to keep earlier cases; $ONLY: case ids to run alone)
 #   profiles    torch.profiler kernel tables of the cases named in $CASES, in $OUT/profiles.tgz
@@ -22,7 +22,7 @@ yaml="$out/$profile.yaml"
 hw="--hardware $profile"
 case "$stage" in
   calibrate)
-    for section in launch attention transfer; do
+    for section in ${SECTIONS:-launch attention transfer}; do
       echo "== $section $(date -u +%FT%TZ)" >> "$out/calibrate.log"
       timeout 280 $m calibrate --update "$yaml" --only "$section" >> "$out/calibrate.log" 2>&1
     done ;;

@@ -110,31 +110,33 @@ def attention(progress=lambda msg: None) -> list[dict]:
     return rows
 
 
-def _layout_kernels(n: int) -> dict:
+def _layout_kernels(n: int, bf16=torch.bfloat16) -> dict:
     """One kernel of each memory layout (memsim.calibration.MEMORY_LAYOUTS) whose main tensor has
     `n` bytes, as a decoder layer runs it, with the bytes the tape counts for it (each distinct
-    input once, plus the output): {layout: (fn, bytes)}."""
-    bf16, fp32 = torch.bfloat16, torch.float32
+    input once, plus the output): {layout: (fn, bytes)}. `bf16`: the dtype of the tensors a bf16
+    model's are (torch.float32 for FP32_LAYOUTS' fp32 points)."""
+    fp32 = torch.float32
     hidden, heads, head_dim, kv_heads = 4096, 32, 128, 8
-    rows = max(n // (2 * hidden), 1)
+    size = torch.empty(0, dtype=bf16).element_size()
+    rows = max(n // (size * hidden), 1)
     x = torch.randn(rows, hidden, device="cuda", dtype=bf16)
     y = torch.randn_like(x)
     w = torch.randn(hidden, device="cuda", dtype=bf16)
     x32 = x.float()
     r32 = torch.randn(rows, 1, device="cuda", dtype=fp32)
     # RoPE's operands: q as q_proj.view(b, s, h, d).transpose(1, 2), cos broadcast over heads.
-    seq = max(n // (2 * heads * head_dim), 1)
+    seq = max(n // (size * heads * head_dim), 1)
     q = torch.randn(1, seq, heads, head_dim, device="cuda", dtype=bf16).transpose(1, 2)
     cos = torch.randn(1, 1, seq, head_dim, device="cuda", dtype=bf16)
     half = head_dim // 2
     # A KV cache of n bytes ([b, kv, tokens, d]) grown by one token, and the prefill's cat of a
     # transposed K into the (empty) cache.
-    tokens = max(n // (2 * 16 * kv_heads * head_dim), 1)
+    tokens = max(n // (size * 16 * kv_heads * head_dim), 1)
     cache = torch.randn(16, kv_heads, tokens, head_dim, device="cuda", dtype=bf16)
     new = torch.randn(16, kv_heads, 1, head_dim, device="cuda", dtype=bf16)
     k_t = torch.randn(1, seq, heads, head_dim, device="cuda", dtype=bf16).transpose(1, 2)
     empty = k_t.new_empty(1, heads, 0, head_dim)
-    pieces = [torch.randn(max(n // 2 // 64, 1), device="cuda", dtype=bf16) for _ in range(64)]  # a parameter list
+    pieces = [torch.randn(max(n // size // 64, 1), device="cuda", dtype=bf16) for _ in range(64)]  # a parameter list
     nb = x.nbytes
     return {
         "contiguous": (lambda: x * y, 3 * nb),
@@ -159,22 +161,27 @@ def memory_kernels(progress=lambda msg: None) -> dict:
     up to HBM-bound), bytes counted as the tape counts them (memsim/tape.py: inputs + output),
     timed in CUDA graphs (device time, without the host's launch gaps) over copies that rotate
     past the L2."""
-    from memsim.calibration import MEMORY_SIZES
+    from memsim.calibration import FP32_LAYOUTS, MEMORY_SIZES
 
     layouts, largest = [], {}
-    for n in sorted(MEMORY_SIZES):
-        progress(f"memory kernels {n} B")
-        # A kernel of a set touches about three tensors of n bytes: copies of the set rotate past the L2.
-        kernel_sets = _copies(lambda: _layout_kernels(n), 3 * n)
-        copies = len(kernel_sets)
-        for layout, (_, nbytes) in kernel_sets[0].items():
-            cycle = itertools.cycle([ks[layout][0] for ks in kernel_sets])
-            inner = 20 if n <= 2**25 else 4
-            t = graph_median(lambda: next(cycle)(), reps=10, inner=copies * -(-inner // copies))
-            layouts.append(dict(layout=layout, bytes=nbytes, seconds=t, bytes_per_s=nbytes / t))
-            largest[layout] = nbytes / t
-        del kernel_sets
-        torch.cuda.empty_cache()
+    for dtype, measured in ((torch.bfloat16, None), (torch.float32, FP32_LAYOUTS)):
+        size = torch.empty(0, dtype=dtype).element_size()
+        for n in sorted(MEMORY_SIZES):
+            progress(f"memory kernels {n} B, {dtype}")
+            # A kernel of a set touches about three tensors of n bytes: copies of the set rotate past the L2.
+            kernel_sets = _copies(lambda: _layout_kernels(n, dtype), 3 * n)
+            copies = len(kernel_sets)
+            for layout, (_, nbytes) in kernel_sets[0].items():
+                if measured is not None and layout not in measured:
+                    continue
+                cycle = itertools.cycle([ks[layout][0] for ks in kernel_sets])
+                inner = 20 if n <= 2**25 else 4
+                t = graph_median(lambda: next(cycle)(), reps=10, inner=copies * -(-inner // copies))
+                layouts.append(dict(layout=layout, bytes=nbytes, seconds=t, bytes_per_s=nbytes / t, dtype_bytes=size))
+                if measured is None:
+                    largest[layout] = nbytes / t
+            del kernel_sets
+            torch.cuda.empty_cache()
     return dict(elementwise_bytes_per_s=largest["contiguous"], cat_bytes_per_s=largest["cat"], layouts=layouts)
 
 

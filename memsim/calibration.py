@@ -31,6 +31,10 @@ MATMUL_SHAPES = tuple((m, n, k) for m in MATMUL_GRID for n in MATMUL_GRID for k 
 MEMORY_LAYOUTS = ("contiguous", "broadcast", "broadcast_rows", "strided", "cast", "copy_strided", "reduce", "cat",
                   "cat_strided", "cat_into_empty", "foreach")
 MEMORY_SIZES = (2**22, 2**25, 2**28)
+# The layouts measured in fp32 as well as in bf16: a general (non-vectorized) kernel's rate is
+# more its elements' than its bytes' (the profiler's fp32 broadcast kernels ran about 1.5x the
+# bytes a second the bf16-calibrated broadcast layout gives: SmolLM2-360M fp32 on an H200).
+FP32_LAYOUTS = ("contiguous", "broadcast", "strided", "copy_strided", "cat", "cat_strided")
 TRANSFER_SIZES = tuple(2**20 * 2**i for i in range(13))  # 1 MiB .. 4 GiB: the calibration points
 
 
@@ -152,6 +156,7 @@ class AttentionPoint(BaseModel):
 
 class LayoutPoint(CopyPoint):
     layout: str
+    dtype_bytes: int = 2  # its main tensors' (bf16 in every profile before FP32_LAYOUTS)
 
 
 class MemoryKernels(BaseModel):
@@ -159,10 +164,13 @@ class MemoryKernels(BaseModel):
     cat_bytes_per_s: float = Field(gt=0)
     layouts: list[LayoutPoint] = []  # by layout and size (profiles from 2026-12 on)
 
-    def bandwidth(self, layout: str, nbytes: float) -> float | None:
-        """Bytes/s of a `layout` kernel moving `nbytes`: log-linear between the calibrated sizes,
-        the end points' outside them; None where the layout was not measured."""
-        pts = sorted((p.bytes, p.bytes_per_s) for p in self.layouts if p.layout == layout)
+    def bandwidth(self, layout: str, nbytes: float, dtype_bytes: int = 2) -> float | None:
+        """Bytes/s of a `layout` kernel moving `nbytes` of `dtype_bytes` elements: log-linear
+        between the calibrated sizes, the end points' outside them; the bf16 points where the
+        layout was not measured in that dtype; None where it was not measured at all."""
+        same = [p for p in self.layouts if p.layout == layout]
+        of_dtype = [p for p in same if p.dtype_bytes == dtype_bytes] or [p for p in same if p.dtype_bytes == 2]
+        pts = sorted((p.bytes, p.bytes_per_s) for p in of_dtype)
         if not pts:
             return None
         if nbytes <= pts[0][0]:

@@ -20,6 +20,7 @@ from .calibration import MeasuredProfile
 from .hardware import HardwareSpec
 from .program import Program
 from .tape import OpCost
+from .workload import DTYPE_BYTES
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Rates:
         """Bytes/s of a memory-bound kernel: measured for its layout and size where the profile
         has layouts, else the contiguous elementwise (or cat) bandwidth."""
         kernels = self.profile.memory_kernels if self.profile else None
-        rate = kernels.bandwidth(cost.layout, cost.bytes) if kernels else None
+        rate = kernels.bandwidth(cost.layout, cost.bytes, cost.dtype_bytes or DTYPE_BYTES[self.dtype]) if kernels else None
         if rate:
             return rate
         if cost.kind == "cat":

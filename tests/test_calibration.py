@@ -108,6 +108,15 @@ def test_h200_memory_kernels_by_layout_and_size():
     assert k.bandwidth("strided", mid) == pytest.approx((r0 + r1) / 2)  # linear in log bytes
     assert k.bandwidth("strided", 1) == r0 and k.bandwidth("strided", 2**40) == pts[-1][1]
     assert k.bandwidth("no-such-layout", big) is None
+    # fp32 points, where measured, serve fp32 kernels; bf16's serve the layouts measured in bf16 alone.
+    assert k.bandwidth("broadcast", big, 4) == k.bandwidth("broadcast", big)  # no fp32 points in this profile
+    from memsim.calibration import LayoutPoint
+
+    fp32 = [LayoutPoint(layout="broadcast", bytes=n, seconds=n / 3e12, bytes_per_s=3e12, dtype_bytes=4) for n in (2**22, 2**30)]
+    k32 = k.model_copy(update={"layouts": k.layouts + fp32})
+    assert k32.bandwidth("broadcast", big, 4) == pytest.approx(3e12)
+    assert k32.bandwidth("broadcast", big) == k.bandwidth("broadcast", big)
+    assert k32.bandwidth("strided", big, 4) == k.bandwidth("strided", big)
 
 
 def test_attention_rate_follows_the_calls_work():

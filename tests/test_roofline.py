@@ -250,3 +250,19 @@ def test_fp32_sdpas_math_path_runs_safe_softmax_and_adds_the_mask_in_place():
     by = {c.name: c for _, c in costs}
     assert by["math.isneginf"].bytes == scores + scores // 4  # fp32 in, bool out
     assert by["math.mask_add_"].bytes == 2 * scores + s * s * 4 and by["math.mask_add_"].layout == "broadcast"
+
+
+def test_an_fp32_steps_memory_kernels_take_the_fp32_points_where_measured():
+    from memsim.calibration import LayoutPoint
+    from memsim.catalog import load_hardware, load_measured
+    from memsim.roofline import Rates
+
+    profile = load_measured("h200")
+    kernels = profile.memory_kernels
+    fp32 = [LayoutPoint(layout="broadcast", bytes=n, seconds=n / 3e12, bytes_per_s=3e12, dtype_bytes=4) for n in (2**22, 2**30)]
+    measured = profile.model_copy(update={"memory_kernels": kernels.model_copy(update={"layouts": kernels.layouts + fp32})})
+    cost = OpCost("math.mask_add_", "memory", 2**29, layout="broadcast")
+    hw = load_hardware("h200")
+    assert Rates(hw, measured, "fp32", "train").memory(cost) == pytest.approx(3e12)
+    assert Rates(hw, measured, "bf16", "train").memory(cost) == kernels.bandwidth("broadcast", 2**29)
+    assert Rates(hw, profile, "fp32", "train").memory(cost) == kernels.bandwidth("broadcast", 2**29)  # none measured in fp32
