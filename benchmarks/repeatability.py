@@ -16,7 +16,8 @@ from pathlib import Path
 
 from memsim.validate import comparison, load_suite, read_results
 
-COLUMNS = ("measured_step_s", "measured_reserved")
+# The figures compared: comparison()'s column, and the Measurement field it reads.
+COLUMNS = {"measured_step_s": "step_time_s", "measured_reserved": "peak_reserved_bytes"}
 
 
 def repeatability(first: Path, second: Path, suite: str, hardware: str):
@@ -25,13 +26,14 @@ def repeatability(first: Path, second: Path, suite: str, hardware: str):
     second file holds unchanged from the first is left out)."""
     _, cases = load_suite(suite, hardware)
     ra, rb = read_results(first), read_results(second)
-    again = {k: m for k, m in rb.items() if ra.get(k) != m}  # a record copied over is no second measurement
-    a, b = comparison(cases, ra).set_index("case"), comparison(cases, again).set_index("case")
-    both = a.index[a["measured_step_s"].gt(0) & b.reindex(a.index)["measured_step_s"].gt(0)]
+    again = {k: m for k, m in rb.items() if ra.get(k) != m and m.fits}  # a record copied over is no second measurement
+    a = comparison([c for c in cases if c.id in again], ra).set_index("case")  # the roofline's bound, once a case
+    both = a.index[a["measured_step_s"].gt(0)]
     out = a.loc[both, ["task", "predicted_bound"]].copy()
-    for col in COLUMNS:
-        out[f"{col}_first"], out[f"{col}_second"] = a.loc[both, col], b.loc[both, col]
-        out[f"change_{col.removeprefix('measured_')}"] = b.loc[both, col] / a.loc[both, col] - 1
+    for col, field in COLUMNS.items():
+        second = [getattr(again[c], field) for c in both]
+        out[f"{col}_first"], out[f"{col}_second"] = a.loc[both, col], second
+        out[f"change_{col.removeprefix('measured_')}"] = out[f"{col}_second"] / out[f"{col}_first"] - 1
     return out
 
 

@@ -110,33 +110,33 @@ def attention(progress=lambda msg: None) -> list[dict]:
     return rows
 
 
-def _layout_kernels(n: int, bf16=torch.bfloat16) -> dict:
+def _layout_kernels(n: int, dtype=torch.bfloat16) -> dict:
     """One kernel of each memory layout (memsim.calibration.MEMORY_LAYOUTS) whose main tensor has
     `n` bytes, as a decoder layer runs it, with the bytes the tape counts for it (each distinct
-    input once, plus the output): {layout: (fn, bytes)}. `bf16`: the dtype of the tensors a bf16
-    model's are (torch.float32 for FP32_LAYOUTS' fp32 points)."""
+    input once, plus the output): {layout: (fn, bytes)}. `dtype`: the tensors' that a bf16
+    model's are (torch.float32 for FP32_LAYOUTS' fp32 points); the norm's fp32 ones stay fp32."""
     fp32 = torch.float32
     hidden, heads, head_dim, kv_heads = 4096, 32, 128, 8
-    size = torch.empty(0, dtype=bf16).element_size()
+    size = torch.empty(0, dtype=dtype).element_size()
     rows = max(n // (size * hidden), 1)
-    x = torch.randn(rows, hidden, device="cuda", dtype=bf16)
+    x = torch.randn(rows, hidden, device="cuda", dtype=dtype)
     y = torch.randn_like(x)
-    w = torch.randn(hidden, device="cuda", dtype=bf16)
+    w = torch.randn(hidden, device="cuda", dtype=dtype)
     x32 = x.float()
     r32 = torch.randn(rows, 1, device="cuda", dtype=fp32)
     # RoPE's operands: q as q_proj.view(b, s, h, d).transpose(1, 2), cos broadcast over heads.
     seq = max(n // (size * heads * head_dim), 1)
-    q = torch.randn(1, seq, heads, head_dim, device="cuda", dtype=bf16).transpose(1, 2)
-    cos = torch.randn(1, 1, seq, head_dim, device="cuda", dtype=bf16)
+    q = torch.randn(1, seq, heads, head_dim, device="cuda", dtype=dtype).transpose(1, 2)
+    cos = torch.randn(1, 1, seq, head_dim, device="cuda", dtype=dtype)
     half = head_dim // 2
     # A KV cache of n bytes ([b, kv, tokens, d]) grown by one token, and the prefill's cat of a
     # transposed K into the (empty) cache.
     tokens = max(n // (size * 16 * kv_heads * head_dim), 1)
-    cache = torch.randn(16, kv_heads, tokens, head_dim, device="cuda", dtype=bf16)
-    new = torch.randn(16, kv_heads, 1, head_dim, device="cuda", dtype=bf16)
-    k_t = torch.randn(1, seq, heads, head_dim, device="cuda", dtype=bf16).transpose(1, 2)
+    cache = torch.randn(16, kv_heads, tokens, head_dim, device="cuda", dtype=dtype)
+    new = torch.randn(16, kv_heads, 1, head_dim, device="cuda", dtype=dtype)
+    k_t = torch.randn(1, seq, heads, head_dim, device="cuda", dtype=dtype).transpose(1, 2)
     empty = k_t.new_empty(1, heads, 0, head_dim)
-    pieces = [torch.randn(max(n // size // 64, 1), device="cuda", dtype=bf16) for _ in range(64)]  # a parameter list
+    pieces = [torch.randn(max(n // size // 64, 1), device="cuda", dtype=dtype) for _ in range(64)]  # a parameter list
     nb = x.nbytes
     return {
         "contiguous": (lambda: x * y, 3 * nb),
