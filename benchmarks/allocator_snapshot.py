@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from memsim.catalog import raw_config
-from memsim.executors.run import _build, _Steps, provenance
-from memsim.predict import predict, step_config
+from memsim.executors.run import build_steps, provenance
+from memsim.predict import predict
 from memsim.validate import load_suite
 
 MIB = 2**20
@@ -47,19 +46,15 @@ def main() -> int:
         print(f"case: '{args.case}' is not in {args.suite}", file=sys.stderr)
         return 2
     w = case.workload
-    cfg, config = step_config(w), raw_config(w.model)
-    with torch.device("cuda"):
-        model, opt = _build(w, cfg, config)
-        run = _Steps(model, w, config["vocab_size"], opt)
-        run.setup()
-        torch.cuda.empty_cache()
-        run()
-        run.between()
-        before = segments()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        torch.cuda.synchronize()
-        after = segments()
+    run = build_steps(w)
+    torch.cuda.empty_cache()
+    run()
+    run.between()
+    before = segments()
+    torch.cuda.reset_peak_memory_stats()
+    run()
+    torch.cuda.synchronize()
+    after = segments()
     rep = predict(w).peak["gpu"]
     shape = Counter((s["mib"], s["pool"]) for s in after)
     summary = dict(case=case.id, measured_reserved_gib=torch.cuda.max_memory_reserved() / 2**30,

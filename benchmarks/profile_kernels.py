@@ -17,32 +17,25 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from memsim.catalog import raw_config
-from memsim.executors.run import _build, _Steps, provenance
-from memsim.predict import step_config
+from memsim.executors.run import build_steps, provenance
 from memsim.validate import load_suite
 
 
 def profile_case(case) -> dict:
     w = case.workload
-    cfg = step_config(w)
-    config = raw_config(w.model)
-    with torch.device("cuda"):
-        model, opt = _build(w, cfg, config)
-        run = _Steps(model, w, config["vocab_size"], opt)
-        run.setup()
-        for _ in range(2):
-            run()
-            run.between()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    run = build_steps(w)
+    for _ in range(2):
+        run()
+        run.between()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    run()
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    run.between()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
         run()
         torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
-        run.between()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            run()
-            torch.cuda.synchronize()
     kernels: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:

@@ -116,7 +116,11 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0
     prefill(model, ids, cache)
     next_ids = ids[:, -1:]
 
-    def decode():  # the cache grows a token a call: 64 to 78 tokens, the same kernels
+    def decode():
+        # The cache back to its 64 tokens first (views: a few host ops, ~1% of the call). Left to
+        # grow, every call meets a new key length, for which cuDNN's attention builds a new graph:
+        # 40-65 ms a call on an H200 (benchmarks/host_profile.py), 10x the step itself.
+        cache.crop(HOST_CALIBRATION_SEQ)
         decode_step(model, cache, next_ids)
 
     # A train step's parts apart (train_phases): its forward and loss as autograd records them,

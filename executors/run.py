@@ -147,6 +147,20 @@ def measure(w: Workload, case: str = "", warmup: int = 1, steps: int = 3, device
     return _measure_cpu(w, cfg, config, warmup, steps, meta)
 
 
+def build_steps(w: Workload, cfg=None, config=None, device: str = "cuda") -> "_Steps":
+    """The workload's model, optimizer and steps, built on `device` and set up (a decode case's
+    cache filled). Only the building runs under `torch.device(device)`: that context is a
+    TorchFunctionMode, which puts every torch call of a step through Python (a bare op 1.6x, a
+    small decoder's prefill 1.3x as long on a CPU), and users' loops do not run in one."""
+    cfg = cfg or step_config(w)
+    config = config or raw_config(w.model)
+    with torch.device(device):
+        model, opt = _build(w, cfg, config)
+        run = _Steps(model, w, config["vocab_size"], opt)
+    run.setup()
+    return run
+
+
 def _build(w: Workload, cfg, config):
     model = build_model(config, cfg.attention, w.precision.weights, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every))
     opt = None
@@ -161,42 +175,40 @@ def _build(w: Workload, cfg, config):
 def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
     model = opt = run = None
     try:
-        with torch.device("cuda"):
-            model, opt = _build(w, cfg, config)
-            run = _Steps(model, w, config["vocab_size"], opt)
-            run.setup()
-            torch.cuda.empty_cache()  # the setup's cached segments are not the step's
-            for _ in range(warmup):
-                run()
-                run.between()
+        run = build_steps(w, cfg, config)
+        model, opt = run.model, run.opt
+        torch.cuda.empty_cache()  # the setup's cached segments are not the step's
+        for _ in range(warmup):
+            run()
+            run.between()
+        torch.cuda.synchronize()
+        resident = torch.cuda.memory_allocated()
+        # Peaks per step (reset before each), so that what runs between steps is not counted.
+        times, index, clocks, first, allocated, reserved = [], [], [], [], 0, 0
+        marks = []  # a generate step's first token: an event on the stream, as the step's own
+
+        def first_token():
+            marks.append(torch.cuda.Event(enable_timing=True))
+            marks[-1].record()
+
+        run.on_first_token = first_token
+        for _ in range(steps):
+            torch.cuda.reset_peak_memory_stats()
+            before = host_index()  # the host's speed around this step (CPU only: no device memory)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
             torch.cuda.synchronize()
-            resident = torch.cuda.memory_allocated()
-            # Peaks per step (reset before each), so that what runs between steps is not counted.
-            times, index, clocks, first, allocated, reserved = [], [], [], [], 0, 0
-            marks = []  # a generate step's first token: an event on the stream, as the step's own
-
-            def first_token():
-                marks.append(torch.cuda.Event(enable_timing=True))
-                marks[-1].record()
-
-            run.on_first_token = first_token
-            for _ in range(steps):
-                torch.cuda.reset_peak_memory_stats()
-                before = host_index()  # the host's speed around this step (CPU only: no device memory)
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                run()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-                if marks:
-                    first.append(start.elapsed_time(marks.pop()) / 1e3)
-                    marks.clear()
-                clocks.append(sm_clock_mhz())  # NVML's last sample period: this step's end
-                index.append((before + host_index()) / 2)
-                allocated = max(allocated, torch.cuda.max_memory_allocated())
-                reserved = max(reserved, torch.cuda.max_memory_reserved())
-                run.between()
+            times.append(start.elapsed_time(end) / 1e3)
+            if marks:
+                first.append(start.elapsed_time(marks.pop()) / 1e3)
+                marks.clear()
+            clocks.append(sm_clock_mhz())  # NVML's last sample period: this step's end
+            index.append((before + host_index()) / 2)
+            allocated = max(allocated, torch.cuda.max_memory_allocated())
+            reserved = max(reserved, torch.cuda.max_memory_reserved())
+            run.between()
     except torch.OutOfMemoryError as e:
         del model, opt, run
         return Measurement(fits=False, requested_bytes=requested_bytes(str(e)),
