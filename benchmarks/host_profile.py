@@ -8,7 +8,6 @@ torch.profiler with the host's side recorded: the aten ops and CUDA runtime call
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -20,7 +19,8 @@ from torch.profiler import ProfilerActivity, profile
 from memsim.executors.protocol import decode_step, input_ids, new_cache, prefill, reset_cache
 from memsim.executors.run import build_steps, provenance
 from memsim.executors.timing import host_median
-from memsim.validate import load_suite
+
+import suite_cases  # benchmarks/suite_cases.py: the shared command line
 
 TOP = 40
 
@@ -98,13 +98,7 @@ def case_result(case) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("suite")
-    ap.add_argument("cases", nargs="+")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    _, cases = load_suite(args.suite)
-    by_id = {c.id: c for c in cases}
+    args, by_id = suite_cases.parse(("calibration-decode",))
     results = dict(provenance=provenance(True).model_dump(), cases=[])
     for cid in args.cases:
         if cid == "calibration-decode":

@@ -7,7 +7,6 @@ torch.profiler, every CUDA kernel's count and device time, with the step's wall 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -18,7 +17,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from memsim.executors.run import build_steps, provenance
-from memsim.validate import load_suite
+
+import suite_cases  # benchmarks/suite_cases.py: the shared command line
 
 
 def profile_case(case) -> dict:
@@ -48,13 +48,7 @@ def profile_case(case) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("suite")
-    ap.add_argument("cases", nargs="+")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    _, cases = load_suite(args.suite)
-    by_id = {c.id: c for c in cases}
+    args, by_id = suite_cases.parse()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for cid in args.cases:

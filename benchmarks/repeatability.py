@@ -4,7 +4,7 @@ median step time and reserved memory in each and how far the second is from the 
 what the roofline says bounds the step (a host-bound step's time is the host's speed, which moved
 between machines; a GPU-bound one's is the GPU's).
 
-    python benchmarks/repeatability.py data/validation/h200-previous.jsonl data/validation/h200.jsonl \\
+    python benchmarks/repeatability.py data/validation/h200.jsonl data/validation/h200-second-machine.jsonl \\
         --hardware h200 --out data/validation/repeatability-h200.csv
 """
 

@@ -235,9 +235,8 @@ def _host_launch() -> dict[str, float]:
 def _measure_cpu(w, cfg, config, warmup, steps, meta) -> Measurement:
     # Real CPU tensors run CPU kernels (SDPA's CUDA kernel choice needs fake tensors).
     with StorageTracker() as tr:
-        model, opt = _build(w, cfg, config)
-        run = _Steps(model, w, config["vocab_size"], opt)
-        run.setup()
+        run = build_steps(w, cfg, config, device="cpu")
+        opt = run.opt
         for _ in range(warmup):
             run()
             run.between()

@@ -40,7 +40,7 @@ class Measurement(BaseModel):
     tokens_per_step: int = 0  # tokens a step processes (train, prefill) or generates (decode, generate)
     requested_bytes: int = 0  # when it did not fit: the allocation that failed
     error: str = ""  # a failure that is not out-of-memory (then no figure above is meaningful)
-    # The host's speed in this run's process (it varies: host-bound steps ran 0.67x-1.54x as long on two H200s),
+    # The host's speed in this run's process (it varies: host-bound steps ran 0.66x-1.73x as long on two H200s),
     # measured after the steps as `memsim calibrate` measures it: calibration.LaunchCosts' fields
     # hf_forward_host_per_kernel_s, hf_forward_kernels, hf_train_host_per_kernel_s, hf_train_kernels.
     host_launch: dict[str, float] = {}

@@ -149,11 +149,28 @@ def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> d
     if cfg.task == "train":
         return {"train": timed(lambda: build_program(cfg), "train")}
     if cfg.task == "decode":
-        return {"decode": timed(lambda: decode_program(cfg, cfg.seq), "decode")}
+        return {"decode": _noted_cudnn_graphs(timed(lambda: decode_program(cfg, cfg.seq), "decode"))}
     phases = {"prefill": timed(lambda: prefill_program(cfg), "prefill")}
     if cfg.task == "generate" and cfg.new_tokens > 1:
-        phases["decode"] = timed(lambda: decode_program(cfg, cfg.seq + (cfg.new_tokens - 1) // 2), "decode")
+        phases["decode"] = _noted_cudnn_graphs(timed(lambda: decode_program(cfg, cfg.seq + (cfg.new_tokens - 1) // 2), "decode"))
     return phases
+
+
+# Measured on an H200 (torch 2.11, cuDNN SDPA; benchmarks/host_profile.py, data/validation/
+# host-profile-h200.json): decode steps whose cache grew a token each, 37-80 ms longer than the
+# same step at a length met before.
+CUDNN_NEW_LENGTH_S = (0.037, 0.080)
+
+
+def _noted_cudnn_graphs(st):
+    """A decode step whose attention is cuDNN's: PyTorch builds (and caches) a cuDNN graph for each
+    new key length, so the step as predicted is one at a length met before."""
+    if any(k.name == "sdpa.cudnn" for k in st.kernels):
+        lo, hi = (round(x * 1e3) for x in CUDNN_NEW_LENGTH_S)
+        st.assumptions.append(f"cuDNN attention: a key length met for the first time costs a graph build, {lo}-{hi} ms "
+                              "a step on an H200; this is the step at a length met before (a generate() repeated at one "
+                              "prompt length), and a first call pays it for every new token")
+    return st
 
 
 def predict_time(workload: Workload | dict, host_launch: dict | None = None):
@@ -184,9 +201,9 @@ def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> tuple[float 
     Where the profile measured the step at a second depth (HOST_CALIBRATION_DEEP_LAYERS), the two
     give a line: a fixed part a call and a part per tape kernel; else all of it per kernel. (None,
     0) where the profile predates the kernel counts. A decode step is a forward against a cache:
-    the prefill's figures stand in, since the calibration's own decode measure (a 4-layer model's
-    step against a 64-token cache) runs some slow host path at 200-390 µs a kernel, 8-13x its
-    forward, which no suite decode shows."""
+    the prefill's figures stand in. (The calibration's own decode measure read 200-390 µs a kernel
+    in profiles before 2026-12-01: its cache grew a token a call, and cuDNN's attention built a
+    graph for each new length; cropped back, it reads 23 µs, its forward's 28.)"""
     launch = profile.launch if profile else None
     if launch is None:
         return None, 0.0

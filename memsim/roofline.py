@@ -204,11 +204,12 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
     bound = "host" if queue.host >= gpu else max(split, key=split.get) if split else "memory"
     notes = list(rates.assumptions)
     if bound == "host" and profile is not None:
-        # Measured: the suite's host-bound steps on two H200 machines ran 0.67x-1.54x as long as
-        # each other, its GPU-bound steps 0.86x-1.10x (data/validation/repeatability-h200.csv).
+        # Measured: 12 host-bound suite steps on two H200 machines ran 0.66x-1.73x as long as each
+        # other (data/validation/repeatability-h200.csv); on one, a bare op took 3.1 or 5.5 us by
+        # turns, whichever CPU it ran on (data/validation/host-noise-*-h200.json).
         notes.append(f"host-bound: the host issues {sum(k.count for k in kernels):,} kernels at the speed measured with "
                      f"the {profile.name} profile, and the step scales with the host's speed (the same steps on two "
-                     f"H200 machines here ran 0.67x-1.54x as long as each other)")
+                     f"H200 machines here ran 0.66x-1.73x as long as each other)")
     return StepTime(queue.gpu, gpu, queue.host, bound, dict(by_phase), kernels, notes)
 
 

@@ -41,6 +41,21 @@ def test_cpu_measurement_matches_analytic_and_trace(extra):
     assert abs(traced - m.peak_allocated_bytes) / m.peak_allocated_bytes < 0.015
 
 
+@pytest.mark.parametrize("task", ["train", "decode"])
+def test_measured_steps_run_outside_the_device_context(task, monkeypatch):
+    """torch.device(...) as a context is a TorchFunctionMode: a step run inside it sends every torch
+    call through Python (users' loops do not), so the model is built in it and the steps run out
+    of it (executors.run.build_steps)."""
+    from memsim.executors import protocol
+
+    modes = []
+    name = {"train": "train_step", "decode": "decode_step"}[task]
+    real = getattr(protocol, name)
+    monkeypatch.setattr(protocol, name, lambda *a, **k: (modes.append(torch._C._len_torch_function_stack()), real(*a, **k))[1])
+    m = measure(Workload.parse({**SMALL, "task": task, "seq": 64}), warmup=1, steps=2, device="cpu")
+    assert m.fits and modes == [0, 0, 0]
+
+
 def test_requested_bytes_parses_torch_oom_message():
     msg = "CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 79.19 GiB"
     assert requested_bytes(msg) == int(2.5 * 2**30)

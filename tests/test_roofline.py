@@ -253,16 +253,28 @@ def test_fp32_sdpas_math_path_runs_safe_softmax_and_adds_the_mask_in_place():
 
 
 def test_an_fp32_steps_memory_kernels_take_the_fp32_points_where_measured():
-    from memsim.calibration import LayoutPoint
     from memsim.catalog import load_hardware, load_measured
     from memsim.roofline import Rates
 
-    profile = load_measured("h200")
+    profile = load_measured("h200")  # its broadcast kernels measured in bf16 and in fp32
     kernels = profile.memory_kernels
-    fp32 = [LayoutPoint(layout="broadcast", bytes=n, seconds=n / 3e12, bytes_per_s=3e12, dtype_bytes=4) for n in (2**22, 2**30)]
-    measured = profile.model_copy(update={"memory_kernels": kernels.model_copy(update={"layouts": kernels.layouts + fp32})})
+    bf16_only = profile.model_copy(update={"memory_kernels": kernels.model_copy(update={
+        "layouts": [p for p in kernels.layouts if p.dtype_bytes == 2]})})
     cost = OpCost("math.mask_add_", "memory", 2**29, layout="broadcast")
     hw = load_hardware("h200")
-    assert Rates(hw, measured, "fp32", "train").memory(cost) == pytest.approx(3e12)
-    assert Rates(hw, measured, "bf16", "train").memory(cost) == kernels.bandwidth("broadcast", 2**29)
-    assert Rates(hw, profile, "fp32", "train").memory(cost) == kernels.bandwidth("broadcast", 2**29)  # none measured in fp32
+    fp32_rate = Rates(hw, profile, "fp32", "train").memory(cost)
+    assert fp32_rate == kernels.bandwidth("broadcast", 2**29, 4) != kernels.bandwidth("broadcast", 2**29)
+    assert Rates(hw, profile, "bf16", "train").memory(cost) == kernels.bandwidth("broadcast", 2**29)
+    assert Rates(hw, bf16_only, "fp32", "train").memory(cost) == kernels.bandwidth("broadcast", 2**29)  # none measured in fp32
+
+
+def test_a_cudnn_decode_step_says_a_new_key_length_costs_a_graph_build():
+    from memsim.predict import phase_times
+
+    def notes(hardware, task="decode", **extra):
+        w = dict(model="qwen2.5-0.5b", hardware=hardware, task=task, batch=4, seq=512, **extra)
+        return [n for st in phase_times(w).values() for n in st.assumptions if n.startswith("cuDNN attention")]
+
+    assert len(notes("h200")) == 1 and len(notes("h200", task="generate", generate=8)) == 1  # the decode phase's
+    assert notes("h200", task="prefill") == []
+    assert notes("a100-80gb") == []  # sm80: flash attention, no graphs
