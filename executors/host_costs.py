@@ -26,16 +26,24 @@ def launches(progress=lambda msg: None) -> dict:
     gpu = cuda_median(graph.replay, reps=10) / 1000
     host_op = host_median(lambda: [x.add_(1) for _ in range(1000)], reps=5) / 1000
     torch.cuda.synchronize()
-    from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
+    from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS, HOST_CALIBRATION_ROUNDS
 
-    index = [host_index()]
-    steps = _hf_host_per_kernel()
-    deep = _hf_host_per_kernel(parts=False, layers=HOST_CALIBRATION_DEEP_LAYERS)
-    index.append(host_index())
-    return dict(gpu_kernel_s=gpu, host_op_s=host_op, hf_decode_host_per_kernel_s=steps["decode"][0],
-                host_index_s=statistics.median(index), hf_train_phases=train_phases(steps, "train"),
-                hf_lora_train_phases=train_phases(steps, "lora-train"),
-                hf_deep={step: list(deep[step]) for step in ("forward", "train", "lora-train")}, **_host_fields(steps))
+    index, rounds, deep_rounds = [host_index()], [], []
+    for r in range(HOST_CALIBRATION_ROUNDS):
+        progress(f"host steps, round {r + 1} of {HOST_CALIBRATION_ROUNDS}")
+        rounds.append(_hf_host_per_kernel())
+        deep_rounds.append(_hf_host_per_kernel(parts=False, layers=HOST_CALIBRATION_DEEP_LAYERS))
+        index.append(host_index())
+    steps, deep = median_round(rounds), median_round(deep_rounds)
+    return dict(gpu_kernel_s=gpu, host_op_s=host_op, host_index_s=statistics.median(index),
+                hf_train_phases=train_phases(steps, "train"), hf_lora_train_phases=train_phases(steps, "lora-train"),
+                hf_deep={step: list(deep[step]) for step in ("forward", "train", "lora-train", "decode")}, **_host_fields(steps))
+
+
+def median_round(rounds: list[dict[str, tuple[float, int]]]) -> dict[str, tuple[float, int]]:
+    """Each step's median host seconds per kernel over _hf_host_per_kernel's rounds (its kernels
+    are the same in every round)."""
+    return {step: (statistics.median(r[step][0] for r in rounds), rounds[0][step][1]) for step in rounds[0]}
 
 
 HOST_INDEX_OPS = 200
@@ -58,7 +66,7 @@ def host_index(reps: int = 3) -> float:
 def _host_fields(steps: dict) -> dict:
     """LaunchCosts' hf_ per-kernel fields from _hf_host_per_kernel's steps."""
     out = {}
-    for step, field in (("forward", "forward"), ("train", "train"), ("lora-train", "lora_train")):
+    for step, field in (("forward", "forward"), ("train", "train"), ("lora-train", "lora_train"), ("decode", "decode")):
         out[f"hf_{field}_host_per_kernel_s"], out[f"hf_{field}_kernels"] = steps[step]
     return out
 
@@ -84,7 +92,7 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0
     """{step: (host seconds per CUDA kernel, kernels)} of HOST_CALIBRATION_MODEL's prefill
     ("forward"), train step, train step with LoRA ("lora-train") and decode step (the executor's
     protocols), whose kernels take microseconds, so that the step's wall time is the host's; with
-    `parts`, the decode step and the train steps' parts (train_phases) as well; `layers`: the
+    `parts`, the train steps' parts (train_phases) as well; `layers`: the
     model at that depth instead of its own. (`device` cpu: the steps run, for a test, and their
     kernels count 0.)"""
     from torch.profiler import ProfilerActivity, profile
@@ -141,9 +149,8 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0
     def with_grads(m):
         m(input_ids=ids, labels=ids).loss.backward()  # the optimizer steps over gradients, as in a step
 
-    steps = [("forward", forward), ("train", step), ("lora-train", lora_step)]
+    steps = [("forward", forward), ("train", step), ("lora-train", lora_step), ("decode", decode)]
     if parts:
-        steps.append(("decode", decode))
         for prefix, m, o in (("train", model, opt), ("lora-train", lora, lora_opt)):
             steps += [(f"{prefix}:{which}", part(m, o, which)) for which in ("forward", "forward-backward", "optimizer")]
     out = {}

@@ -80,7 +80,12 @@ HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ = 2, 64
 HOST_CALIBRATION_DEEP_LAYERS = 16
 HOST_CALIBRATION_LORA = {"name": "lora", "rank": 8, "targets": ["q_proj", "v_proj"]}  # peft's Python per adapter
 # The calibration steps by name: (task, methods), as memsim's Workload names them.
-HOST_CALIBRATION_STEPS = {"forward": ("prefill", []), "train": ("train", []), "lora-train": ("train", [HOST_CALIBRATION_LORA])}
+HOST_CALIBRATION_STEPS = {"forward": ("prefill", []), "train": ("train", []), "lora-train": ("train", [HOST_CALIBRATION_LORA]),
+                          "decode": ("decode", [])}
+# The launch section times its steps in this many rounds, the whole section apart, and keeps each
+# step's median round: the host of an H200 machine here ran a bare op at 3.1 or 5.5 us by turns,
+# seconds apart (data/validation/host-noise-*-h200.json), so one round is one sample of two speeds.
+HOST_CALIBRATION_ROUNDS = 3
 
 
 class LaunchCosts(BaseModel):
@@ -95,6 +100,9 @@ class LaunchCosts(BaseModel):
     hf_decode_host_per_kernel_s: float = Field(0.0, ge=0)
     hf_forward_kernels: int = 0  # 0 in profiles before 2026-12
     hf_train_kernels: int = 0
+    # 0 in profiles before the decode step's cache was cropped back a call (2026-12-01): their
+    # decode step met a new key length every call, and cuDNN built an attention graph for each.
+    hf_decode_kernels: int = 0
     # The same train step with peft's LoRA (HOST_CALIBRATION_LORA): its layers' Python costs more
     # per kernel. 0 in profiles before it was measured.
     hf_lora_train_host_per_kernel_s: float = Field(0.0, ge=0)
@@ -109,8 +117,9 @@ class LaunchCosts(BaseModel):
     # not yet used by the roofline (empty before 2026-12).
     hf_train_phases: dict[str, list[float]] = {}
     hf_lora_train_phases: dict[str, list[float]] = {}
-    # The forward, train and lora-train steps again with HOST_CALIBRATION_DEEP_LAYERS layers:
-    # {step: [host seconds per CUDA kernel, kernels]} (empty before 2026-12).
+    # The forward, train, lora-train (and, since 2026-12-01, decode) steps again with
+    # HOST_CALIBRATION_DEEP_LAYERS layers: {step: [host seconds per CUDA kernel, kernels]} (empty
+    # before 2026-12).
     hf_deep: dict[str, list[float]] = {}
 
     def measured_again(self, fields: dict[str, float]) -> LaunchCosts:
@@ -136,7 +145,8 @@ class LaunchCosts(BaseModel):
         the profile did not count them."""
         return {"forward": (self.hf_forward_host_per_kernel_s, self.hf_forward_kernels),
                 "train": (self.hf_train_host_per_kernel_s, self.hf_train_kernels),
-                "lora-train": (self.hf_lora_train_host_per_kernel_s, self.hf_lora_train_kernels)}[step]
+                "lora-train": (self.hf_lora_train_host_per_kernel_s, self.hf_lora_train_kernels),
+                "decode": (self.hf_decode_host_per_kernel_s, self.hf_decode_kernels)}[step]
 
 
 class AttentionPoint(BaseModel):

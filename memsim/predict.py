@@ -200,14 +200,17 @@ def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> tuple[float 
     backward's fills and reductions, cuDNN's helpers), and the host's time is what a step pays.
     Where the profile measured the step at a second depth (HOST_CALIBRATION_DEEP_LAYERS), the two
     give a line: a fixed part a call and a part per tape kernel; else all of it per kernel. (None,
-    0) where the profile predates the kernel counts. A decode step is a forward against a cache:
-    the prefill's figures stand in. (The calibration's own decode measure read 200-390 µs a kernel
-    in profiles before 2026-12-01: its cache grew a token a call, and cuDNN's attention built a
-    graph for each new length; cropped back, it reads 23 µs, its forward's 28.)"""
+    0) where the profile predates the kernel counts. A decode step takes the calibration's decode
+    step where the profile counted its kernels, the prefill's figures otherwise: profiles before
+    2026-12-01 timed it against a cache that grew a token a call, and cuDNN's attention built a
+    graph for each new length (200-390 µs a kernel; cropped back, 23 µs against its forward's 28)."""
     launch = profile.launch if profile else None
     if launch is None:
         return None, 0.0
-    step = "forward" if mode != "train" else "lora-train" if lora and launch.hf_lora_train_kernels else "train"
+    if mode == "train":
+        step = "lora-train" if lora and launch.hf_lora_train_kernels else "train"
+    else:
+        step = "decode" if mode == "decode" and launch.hf_decode_kernels else "forward"
     per_kernel, kernels = launch.host_step(step)
     if not kernels:
         return None, 0.0
@@ -224,11 +227,11 @@ def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> tuple[float 
     return shallow[0] / shallow[1], 0.0
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=16)
 def _calibration_tape_kernels(step: str, layers: int = 0) -> int:
     """Kernels the tape names for a calibration step (at `layers` layers: 0 for the model's own)."""
     from .calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ, HOST_CALIBRATION_STEPS
-    from .runtimes.hf_steps import prefill_program
+    from .runtimes.hf_steps import decode_program, prefill_program
     from .tape import recording_costs
 
     task, methods = HOST_CALIBRATION_STEPS[step]
@@ -237,5 +240,6 @@ def _calibration_tape_kernels(step: str, layers: int = 0) -> int:
                             batch=HOST_CALIBRATION_BATCH, seq=HOST_CALIBRATION_SEQ))
     cfg = step_config(w)
     with recording_costs():
-        program = build_program(cfg) if task == "train" else prefill_program(cfg)
+        program = {"train": build_program, "prefill": prefill_program,
+                   "decode": lambda c: decode_program(c, c.seq)}[task](cfg)
     return sum(seg.repeat * c.kernels for seg in program.segments for c in seg.costs())

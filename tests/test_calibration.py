@@ -193,6 +193,14 @@ def test_the_host_calibration_steps_run_through_on_the_cpu():
     assert all(per > 0 and kernels == 0 for per, kernels in out.values())
 
 
+def test_the_launch_section_keeps_each_steps_median_round():
+    from executors.host_costs import median_round
+
+    rounds = [{"forward": (30e-6, 185), "decode": (23e-6, 181)}, {"forward": (21e-6, 185), "decode": (40e-6, 181)},
+              {"forward": (22e-6, 185), "decode": (24e-6, 181)}]
+    assert median_round(rounds) == {"forward": (22e-6, 185), "decode": (24e-6, 181)}  # each step its own middle
+
+
 def test_measuring_a_section_again_keeps_the_others_provenance():
     from executors.calibrate import replaced
 

@@ -278,3 +278,23 @@ def test_a_cudnn_decode_step_says_a_new_key_length_costs_a_graph_build():
     assert len(notes("h200")) == 1 and len(notes("h200", task="generate", generate=8)) == 1  # the decode phase's
     assert notes("h200", task="prefill") == []
     assert notes("a100-80gb") == []  # sm80: flash attention, no graphs
+
+
+def test_a_decode_step_takes_the_calibrations_decode_where_its_kernels_were_counted():
+    from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
+    from memsim.catalog import load_measured
+    from memsim.predict import _calibration_tape_kernels, host_per_tape_kernel
+
+    h200 = load_measured("h200")
+    assert h200.launch.hf_decode_kernels == 0  # its decode met a new cuDNN graph a call: not used
+    assert host_per_tape_kernel(h200, "decode") == host_per_tape_kernel(h200, "prefill")
+    shallow, deep = _calibration_tape_kernels("decode"), _calibration_tape_kernels("decode", HOST_CALIBRATION_DEEP_LAYERS)
+    assert shallow > 0 and deep > 3 * shallow
+    per_profiled = lambda tape: (0.5e-3 + 15e-6 * tape) / round(1.2 * tape)  # 0.5 ms + 15 µs a tape kernel
+    launch = h200.launch.model_copy(update={
+        "hf_decode_host_per_kernel_s": per_profiled(shallow), "hf_decode_kernels": round(1.2 * shallow),
+        "hf_deep": {**h200.launch.hf_deep, "decode": [per_profiled(deep), round(1.2 * deep)]}})
+    measured = h200.model_copy(update={"launch": launch})
+    rate, fixed = host_per_tape_kernel(measured, "decode")
+    assert rate == pytest.approx(15e-6, rel=1e-2) and fixed == pytest.approx(0.5e-3, rel=3e-2)
+    assert host_per_tape_kernel(measured, "prefill") == host_per_tape_kernel(h200, "prefill")
