@@ -13,6 +13,9 @@
 #   profiles    torch.profiler kernel tables of the cases named in $CASES, in $OUT/profiles.tgz
 #   transfers   the held-out transfer check against $OUT/PROFILE.yaml (or the committed one)
 #   snapshot    the allocator's segments after a step of each case in $CASES (allocator_snapshot.py)
+#   host        where the host time of the steps in $CASES goes (host_profile.py; "calibration-decode"
+#               is the launch calibration's decode step), and the host's speed on each CPU with the
+#               first of them timed pinned and unpinned (host_noise.py)
 set -uo pipefail
 profile=${1:?profile name}; stage=${2:?stage}
 out=${OUT:-out}; mkdir -p "$out"
@@ -38,6 +41,10 @@ case "$stage" in
     for c in ${CASES:?case ids}; do
       timeout 200 python3 benchmarks/allocator_snapshot.py data/suites/h100.yaml "$c" $hw --out "$out/snapshot-$c.json" >> "$out/snapshot.log" 2>&1
     done ;;
-  *) echo "stage: one of calibrate, suite, profiles, transfers, snapshot (not '$stage')" >&2; exit 2 ;;
+  host)
+    timeout 400 python3 benchmarks/host_profile.py data/suites/h100.yaml ${CASES:?case ids} --out "$out/host-profile-$profile.json" > "$out/host.log" 2>&1
+    first=$(printf '%s\n' $CASES | grep -v '^calibration-decode$' | head -1)
+    [ -n "$first" ] && timeout 150 python3 benchmarks/host_noise.py data/suites/h100.yaml "$first" --out "$out/host-noise-$profile.json" >> "$out/host.log" 2>&1 ;;
+  *) echo "stage: one of calibrate, suite, profiles, transfers, snapshot, host (not '$stage')" >&2; exit 2 ;;
 esac
 tail -3 "$out"/*.log 2>/dev/null
