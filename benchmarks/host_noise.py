@@ -3,18 +3,19 @@ per bare torch op) on each CPU this process may run on, in several passes, with 
 hypervisor reports and the cgroup's throttling over the run; then a host-bound suite case's step
 timed unpinned and pinned to the fastest and the slowest CPU.
 
-    python benchmarks/host_noise.py data/suites/h100.yaml CASE_ID --out FILE.json
+    python benchmarks/host_noise.py data/suites/h100.yaml CASE_ID --out FILE.json   (further ids: ignored)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+import suite_cases  # benchmarks/suite_cases.py: the shared command line
 
 PASSES = 3
 
@@ -48,14 +49,12 @@ def per_cpu_speed(cpus: list[int]) -> dict[int, list[float]]:
     return speeds
 
 
-def step_times(case_id: str, suite: str, placements: dict[str, set[int]], steps: int = 9) -> dict[str, list[float]]:
+def step_times(workload, placements: dict[str, set[int]], steps: int = 9) -> dict[str, list[float]]:
     import torch
 
     from memsim.executors.run import build_steps
-    from memsim.validate import load_suite
 
-    _, cases = load_suite(suite)
-    run = build_steps({c.id: c for c in cases}[case_id].workload)
+    run = build_steps(workload)
     out = {}
     for name, cpus in placements.items():
         os.sched_setaffinity(0, cpus)
@@ -75,30 +74,27 @@ def step_times(case_id: str, suite: str, placements: dict[str, set[int]], steps:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("suite")
-    ap.add_argument("case")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
+    args, by_id = suite_cases.parse()
+    case = args.cases[0]  # the first: one case's steps timed pinned and unpinned
     cpus = sorted(os.sched_getaffinity(0))
     before, cg_before, t0 = _steal_ticks(), _cgroup(), time.time()
     speeds = per_cpu_speed(cpus)
     medians = {c: statistics.median(v) for c, v in speeds.items()}
     fast, slow = min(medians, key=medians.get), max(medians, key=medians.get)
-    times = step_times(args.case, args.suite, {"unpinned": set(cpus), f"fastest cpu {fast}": {fast},
+    times = step_times(by_id[case].workload, {"unpinned": set(cpus), f"fastest cpu {fast}": {fast},
                                                f"slowest cpu {slow}": {slow}, "unpinned again": set(cpus)})
     speeds_after = per_cpu_speed(cpus)
     after = _steal_ticks()
     ticks = {k: after[k] - before[k] for k in after}
     result = dict(cpus=cpus, seconds=time.time() - t0, per_cpu_index_s=speeds, per_cpu_index_after_s=speeds_after,
                   proc_stat_delta_ticks=ticks, cgroup_before=cg_before, cgroup_after=_cgroup(),
-                  loadavg=Path("/proc/loadavg").read_text().strip(), case=args.case, step_times_s=times)
+                  loadavg=Path("/proc/loadavg").read_text().strip(), case=case, step_times_s=times)
     Path(args.out).write_text(json.dumps(result, indent=1))
     total = sum(ticks.values()) or 1
     print(f"steal {100 * ticks['steal'] / total:.1f}% of CPU time; per-CPU index (us): "
           + " ".join(f"{c}:{medians[c] * 1e6:.1f}" for c in cpus))
     for name, ts in times.items():
-        print(f"{args.case} {name}: median {statistics.median(ts) * 1e3:.1f} ms, {min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f}")
+        print(f"{case} {name}: median {statistics.median(ts) * 1e3:.1f} ms, {min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f}")
     return 0
 
 
