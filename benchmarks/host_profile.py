@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from memsim.executors.protocol import decode_step, input_ids, new_cache, prefill, reset_cache
 from memsim.executors.run import build_steps, provenance
-from memsim.executors.timing import host_median
+from memsim.executors.host_costs import host_index
 
 import suite_cases  # benchmarks/suite_cases.py: the shared command line
 
@@ -35,7 +35,7 @@ def _calibration_decode():
     ids = input_ids(HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ, HOST_CALIBRATION_MODEL["vocab_size"]).cuda()
     cache = new_cache(model)
     prefill(model, ids, cache)
-    return model, (lambda: decode_step(model, cache, ids[:, -1:])), (lambda: reset_cache(cache, HOST_CALIBRATION_SEQ))
+    return (lambda: decode_step(model, cache, ids[:, -1:])), (lambda: reset_cache(cache, HOST_CALIBRATION_SEQ))
 
 
 def _timed(step, between, reps: int = 7) -> list[float]:
@@ -53,14 +53,15 @@ def _profiled(step) -> dict:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
-    kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-    gpu = sum(e.device_time_total for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
-    runtime: dict[str, list] = defaultdict(lambda: [0, 0.0])
+    kernels, gpu = 0, 0.0
+    runtime: dict[str, list] = defaultdict(lambda: [0, 0.0])  # CUDA runtime and driver calls
     for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CPU and e.name.startswith("cu"):
-            r = runtime[e.name]
-            r[0] += 1
-            r[1] += e.cpu_time_total / 1e6
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            kernels += 1
+            gpu += e.device_time_total / 1e6
+        elif e.name.startswith("cu"):
+            runtime[e.name][0] += 1
+            runtime[e.name][1] += e.cpu_time_total / 1e6
     ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:TOP]
     return dict(kernels=kernels, gpu_s=gpu,
                 runtime={n: {"count": c, "seconds": s} for n, (c, s) in sorted(runtime.items(), key=lambda kv: -kv[1][1])},
@@ -88,7 +89,9 @@ def measure(step, between) -> dict:
     step()
     between()
     r["profile"] = _profiled(step)
-    r["host_op_s"] = host_median(lambda: [torch.zeros(16).add_(1) for _ in range(200)], reps=5) / 200
+    # The executor's host index (data/validation/host-profile-h200.json predates it: its host_op_s
+    # is a torch.zeros(16).add_(1) pair's seconds).
+    r["host_index_s"] = host_index()
     return r
 
 
@@ -102,7 +105,7 @@ def main() -> int:
     results = dict(provenance=provenance(True).model_dump(), cases=[])
     for cid in args.cases:
         if cid == "calibration-decode":
-            _, step, between = _calibration_decode()
+            step, between = _calibration_decode()
             r = dict(case=cid, task="decode", **measure(step, between))
         else:
             r = case_result(by_id[cid])
