@@ -16,6 +16,8 @@
 #   host        where the host time of the steps in $CASES goes (host_profile.py; "calibration-decode"
 #               is the launch calibration's decode step), and the host's speed on each CPU with the
 #               first of them timed pinned and unpinned (host_noise.py)
+#   small       the steps of the cases in $CASES at batch 1 and 32 tokens, and at their own shape
+#               with the host's return timed (host_small.py; resumed from $OUT/host-small-PROFILE.json)
 set -uo pipefail
 profile=${1:?profile name}; stage=${2:?stage}
 out=${OUT:-out}; mkdir -p "$out"
@@ -45,6 +47,8 @@ case "$stage" in
     timeout 400 python3 benchmarks/host_profile.py data/suites/h100.yaml ${CASES:?case ids} --out "$out/host-profile-$profile.json" > "$out/host.log" 2>&1
     first=$(printf '%s\n' $CASES | grep -v '^calibration-decode$' | head -1)
     [ -n "$first" ] && timeout 150 python3 benchmarks/host_noise.py data/suites/h100.yaml "$first" --out "$out/host-noise-$profile.json" >> "$out/host.log" 2>&1 ;;
-  *) echo "stage: one of calibrate, suite, profiles, transfers, snapshot, host (not '$stage')" >&2; exit 2 ;;
+  small)
+    timeout "${SMALL_S:-570}" python3 benchmarks/host_small.py data/suites/h100.yaml ${CASES:?case ids} --out "$out/host-small-$profile.json" > "$out/small.log" 2>&1 ;;
+  *) echo "stage: one of calibrate, suite, profiles, transfers, snapshot, host, small (not '$stage')" >&2; exit 2 ;;
 esac
 tail -3 "$out"/*.log 2>/dev/null

@@ -37,7 +37,7 @@ def launches(progress=lambda msg: None) -> dict:
     steps, deep = median_round(rounds), median_round(deep_rounds)
     return dict(gpu_kernel_s=gpu, host_op_s=host_op, host_index_s=statistics.median(index),
                 hf_train_phases=train_phases(steps, "train"), hf_lora_train_phases=train_phases(steps, "lora-train"),
-                hf_deep={step: list(deep[step]) for step in ("forward", "train", "lora-train", "decode")}, **_host_fields(steps))
+                hf_deep={step: list(deep[step]) for step in ("forward", "train", "lora-train", "decode", "ckpt-train")}, **_host_fields(steps))
 
 
 def median_round(rounds: list[dict[str, tuple[float, int]]]) -> dict[str, tuple[float, int]]:
@@ -66,7 +66,8 @@ def host_index(reps: int = 3) -> float:
 def _host_fields(steps: dict) -> dict:
     """LaunchCosts' hf_ per-kernel fields from _hf_host_per_kernel's steps."""
     out = {}
-    for step, field in (("forward", "forward"), ("train", "train"), ("lora-train", "lora_train"), ("decode", "decode")):
+    for step, field in (("forward", "forward"), ("train", "train"), ("lora-train", "lora_train"), ("decode", "decode"),
+                        ("ckpt-train", "ckpt_train")):
         out[f"hf_{field}_host_per_kernel_s"], out[f"hf_{field}_kernels"] = steps[step]
     return out
 
@@ -99,7 +100,7 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0
 
     from memsim.calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_LORA, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ
 
-    from .protocol import decode_step, input_ids, new_cache, prefill, train_step
+    from .protocol import decode_step, input_ids, new_cache, prefill, reset_cache, train_step
     from .trace import build_model, make_optimizer
 
     config = dict(HOST_CALIBRATION_MODEL, num_hidden_layers=layers or HOST_CALIBRATION_MODEL["num_hidden_layers"])
@@ -108,6 +109,8 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0
         opt = make_optimizer(list(model.parameters()), "adamw", "foreach")
         lora = build_model(config, "sdpa", "bf16", HOST_CALIBRATION_LORA["rank"], tuple(HOST_CALIBRATION_LORA["targets"]))
         lora_opt = make_optimizer([p for p in lora.parameters() if p.requires_grad], "adamw", "foreach")
+        ckpt = build_model(config, "sdpa", "bf16", checkpoint=True)
+        ckpt_opt = make_optimizer(list(ckpt.parameters()), "adamw", "foreach")
     ids = input_ids(HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ, config["vocab_size"]).to(device)
     sync = torch.cuda.synchronize if device == "cuda" else lambda: None
 
@@ -120,15 +123,20 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0
     def lora_step():
         train_step(lora, ids, lora_opt)
 
+    def ckpt_step():
+        train_step(ckpt, ids, ckpt_opt)
+
     cache = new_cache(model)
     prefill(model, ids, cache)
     next_ids = ids[:, -1:]
 
     def decode():
-        # The cache back to its 64 tokens first (views: a few host ops, ~1% of the call). Left to
-        # grow, every call meets a new key length, for which cuDNN's attention builds a new graph:
-        # 40-65 ms a call on an H200 (benchmarks/host_profile.py), 10x the step itself.
-        cache.crop(HOST_CALIBRATION_SEQ)
+        # The cache back to its 64 tokens first, as the executor's decode steps are (protocol.
+        # reset_cache). Left to grow, every call meets a new key length, for which cuDNN's
+        # attention builds a new graph: 40-65 ms a call on an H200 (benchmarks/host_profile.py),
+        # 10x the step itself. Cropped alone (a strided view), the calls took 4 or 7 ms by turns
+        # where the forward took 4.4 (an H200, 2026-12-01, session 8).
+        reset_cache(cache, HOST_CALIBRATION_SEQ)
         decode_step(model, cache, next_ids)
 
     # A train step's parts apart (train_phases): its forward and loss as autograd records them,
@@ -149,7 +157,7 @@ def _hf_host_per_kernel(quiet: bool = False, parts: bool = True, layers: int = 0
     def with_grads(m):
         m(input_ids=ids, labels=ids).loss.backward()  # the optimizer steps over gradients, as in a step
 
-    steps = [("forward", forward), ("train", step), ("lora-train", lora_step), ("decode", decode)]
+    steps = [("forward", forward), ("train", step), ("lora-train", lora_step), ("decode", decode), ("ckpt-train", ckpt_step)]
     if parts:
         for prefix, m, o in (("train", model, opt), ("lora-train", lora, lora_opt)):
             steps += [(f"{prefix}:{which}", part(m, o, which)) for which in ("forward", "forward-backward", "optimizer")]

@@ -81,7 +81,7 @@ HOST_CALIBRATION_DEEP_LAYERS = 16
 HOST_CALIBRATION_LORA = {"name": "lora", "rank": 8, "targets": ["q_proj", "v_proj"]}  # peft's Python per adapter
 # The calibration steps by name: (task, methods), as memsim's Workload names them.
 HOST_CALIBRATION_STEPS = {"forward": ("prefill", []), "train": ("train", []), "lora-train": ("train", [HOST_CALIBRATION_LORA]),
-                          "decode": ("decode", [])}
+                          "decode": ("decode", []), "ckpt-train": ("train", ["activation-checkpointing"])}
 # The launch section times its steps in this many rounds, the whole section apart, and keeps each
 # step's median round: the host of an H200 machine here ran a bare op at 3.1 or 5.5 us by turns,
 # seconds apart (data/validation/host-noise-*-h200.json), so one round is one sample of two speeds.
@@ -107,6 +107,11 @@ class LaunchCosts(BaseModel):
     # per kernel. 0 in profiles before it was measured.
     hf_lora_train_host_per_kernel_s: float = Field(0.0, ge=0)
     hf_lora_train_kernels: int = 0
+    # The same train step with every layer checkpointed (torch.utils.checkpoint, non-reentrant):
+    # each tensor autograd saves in a checkpointed layer goes through Python hooks, twice packed
+    # and once unpacked, beside the recomputed forward. 0 in profiles before 2026-12-01 (session 8).
+    hf_ckpt_train_host_per_kernel_s: float = Field(0.0, ge=0)
+    hf_ckpt_train_kernels: int = 0
     # executors/host_costs.py host_index around the steps above (0 in profiles before it was
     # measured). Recorded, not used to scale: it is not comparable with the index a run measures
     # around its own steps (validate.run_host_launch says how they differed).
@@ -146,7 +151,8 @@ class LaunchCosts(BaseModel):
         return {"forward": (self.hf_forward_host_per_kernel_s, self.hf_forward_kernels),
                 "train": (self.hf_train_host_per_kernel_s, self.hf_train_kernels),
                 "lora-train": (self.hf_lora_train_host_per_kernel_s, self.hf_lora_train_kernels),
-                "decode": (self.hf_decode_host_per_kernel_s, self.hf_decode_kernels)}[step]
+                "decode": (self.hf_decode_host_per_kernel_s, self.hf_decode_kernels),
+                "ckpt-train": (self.hf_ckpt_train_host_per_kernel_s, self.hf_ckpt_train_kernels)}[step]
 
 
 class AttentionPoint(BaseModel):

@@ -189,7 +189,7 @@ def test_the_host_calibration_steps_run_through_on_the_cpu():
 
     out = _hf_host_per_kernel(quiet=True, device="cpu")
     parts = [f"{p}:{w}" for p in ("train", "lora-train") for w in ("forward", "forward-backward", "optimizer")]
-    assert set(out) == {"forward", "train", "lora-train", "decode", *parts}
+    assert set(out) == {"forward", "train", "lora-train", "decode", "ckpt-train", *parts}
     assert all(per > 0 and kernels == 0 for per, kernels in out.values())
 
 
