@@ -63,7 +63,7 @@ def tape_kernels(w: Workload) -> dict[str, list[float]]:
         prog = {"train": lambda: build_program(cfg), "prefill": lambda: prefill_program(cfg),
                 "decode": lambda: decode_program(cfg, cfg.seq)}[mode]()
     profile = load_measured(w.hardware)
-    rates = Rates(load_hardware(w.hardware), profile, w.precision.compute, mode, *host_per_tape_kernel(profile, mode))
+    rates = Rates(load_hardware(w.hardware), profile, w.precision.compute, mode, host_per_tape_kernel(profile, mode))
     out: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for seg in prog.segments:
         for c in seg.costs():

@@ -59,6 +59,11 @@ class Params:
     def count(self) -> int:
         return len(self.prefix) + self.layers * len(self.layer) + len(self.suffix)
 
+    def only(self, keep) -> Params:
+        """The parameters for which keep(p) holds, in the same order."""
+        pick = lambda ps: tuple(p for p in ps if keep(p))
+        return Params(pick(self.prefix), pick(self.layer), self.layers, pick(self.suffix))
+
 
 @dataclass(frozen=True)
 class OptimizerCost:
@@ -75,12 +80,11 @@ class OptimizerCost:
 #  adamw fused: one kernel reading p, g, m, v and writing p, m, v: 7;
 #  adamw for-loop: the foreach arithmetic one parameter at a time: 18 accesses, 8 kernels each;
 #  sgd: add_ (p r/w, g r): 3; sgd-momentum: mul_ + add_ on the buffer, then p: 7;
-#  adafactor: row/col norms of g, lerps of the factors, their outer product, update, clamp, p: ~12.
+#  adafactor: see ADAFACTOR_KERNELS (per parameter kind).
 STEP_TRAFFIC = {  # name -> impl -> (accesses per element, kernels per parameter)
     "adamw": {"foreach": (18, 8), "fused": (7, 1), "for-loop": (18, 8)},
     "sgd": {"foreach": (3, 1), "fused": (3, 1), "for-loop": (3, 1)},
     "sgd-momentum": {"foreach": (7, 3), "fused": (7, 1), "for-loop": (7, 3)},
-    "adafactor": {"foreach": (12, 10), "for-loop": (12, 10)},
 }
 STEP_TRAFFIC["adam"] = STEP_TRAFFIC["adamw"]
 # One multi_tensor_apply launch (ATen/native/cuda/MultiTensorApply.cuh, torch 2.11) covers at most
@@ -95,11 +99,64 @@ def multi_tensor_launches(params: Params) -> int:
     return max(-(-chunks // MULTI_TENSOR_BLOCKS), -(-params.count // MULTI_TENSOR_TENSORS))
 
 
-def step_cost(name: str, impl: str, params: Params) -> tuple[int, int]:
-    """(bytes the step moves, kernels it launches) for the trainable `params`."""
+# Adafactor (torch/optim/_adafactor.py, 2.11-2.13) issues ops one parameter at a time from Python
+# in both implementations: the parameter's and its update's full norms (a matrix's in two kernels,
+# a multi-block reduction and its last pass; a vector's in one), each read back with .item() (a
+# device-to-host copy), and in the for-loop one everything else too. Per kind of parameter, the
+# accesses per element of its full-size tensors and the kernels, (one at a time, foreach ops):
+#   for-loop matrix: p.norm, row and col norms of g (r: 3), the factors' product (w: 1), div_,
+#     clamp_, rsqrt_ (r/w: 6), mul_ by g (3), update.norm (1), add_ to p (3): 17; kernels: norms
+#     4 + items 2 + row and col norm, square_, div_, lerp_ 8 + product, mean, clamp_, div_ 4 +
+#     clamp_, rsqrt_, mul_, add_ 4: 22;
+#   for-loop vector: g*g (3), lerp_ (3), clone (2), clamp_, rsqrt_ (4), mul_ (3), the norms (2),
+#     add_ (3): 20; kernels: norms 2 + items 2 + g*g, lerp_, clone, clamp_, rsqrt_, mul_, add_: 11;
+#   foreach matrix: the norms, items, row and col norms, product and mean one at a time (5
+#     accesses, 10 kernels), then 13 foreach ops: 6 over the factors' small lists, 7 over
+#     full-size ones (div_, clamp_min_, rsqrt_, mul_ by g, mul_ by alphas, add_: 14 accesses);
+#   foreach vector: norms, items, clone one at a time (4 accesses, 5 kernels), 7 foreach ops (g*g,
+#     lerp_, clamp_min_, rsqrt_, mul_, mul_, add_: 18).
+# Measured (H200, torch 2.11, 2026-12-01, benchmarks/host_small.py, data/validation/
+# host-small-h200.json): TinyLlama's step launched about 3,990 (for-loop) and 2,300 (foreach)
+# kernels beyond its forward and backward; counted so, 3,927 and 2,138.
+ADAFACTOR_KERNELS = {  # impl -> parameter kind -> (accesses one at a time, kernels one at a time,
+    #                                           foreach accesses, foreach ops over small lists, over full-size)
+    "for-loop": {"matrix": (17, 22, 0, 0, 0), "vector": (20, 11, 0, 0, 0)},
+    "foreach": {"matrix": (5, 10, 14, 6, 7), "vector": (4, 5, 18, 0, 7)},
+}
+
+
+@dataclass(frozen=True)
+class StepKernels:
+    """Part of an optimizer step for the roofline: the bytes it moves and the kernels it launches,
+    and whether Python issues them one parameter at a time (a bare torch op each)."""
+
+    bytes: int
+    kernels: int
+    one_at_a_time: bool
+
+
+def step_cost(name: str, impl: str, params: Params) -> list[StepKernels]:
+    """The optimizer step's parts for the trainable `params`."""
+    if name == "adafactor":
+        return _adafactor_cost(impl, params)
     accesses, kernels = STEP_TRAFFIC[name][impl]
-    launches = kernels * (params.count if impl == "for-loop" else multi_tensor_launches(params))
-    return accesses * params.total(), launches
+    loop = impl == "for-loop"
+    launches = kernels * (params.count if loop else multi_tensor_launches(params))
+    return [StepKernels(accesses * params.total(), launches, loop)]
+
+
+def _adafactor_cost(impl: str, params: Params) -> list[StepKernels]:
+    parts = []
+    for kind, group in (("matrix", params.only(lambda p: p.is_matrix)), ("vector", params.only(lambda p: not p.is_matrix))):
+        if not group.count:
+            continue
+        one, kernels, foreach, small_ops, full_ops = ADAFACTOR_KERNELS[impl][kind]
+        parts.append(StepKernels(one * group.total(), kernels * group.count, True))
+        if full_ops:
+            # The factors' lists hold a row or column a parameter: as many launches as tensors allow.
+            launches = full_ops * multi_tensor_launches(group) + small_ops * -(-group.count // MULTI_TENSOR_TENSORS)
+            parts.append(StepKernels(foreach * group.total(), launches, False))
+    return parts
 
 
 def state_tensors(name: str, impl: str, p: Param) -> tuple[int, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 from .allocator import CUDA_CONTEXT_BYTES, device_estimate, replay
 from .catalog import load_hardware, load_model
@@ -144,7 +145,7 @@ def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> d
         with recording_costs():
             program = build()
         return step_time(program, hw, profile, w.precision.compute, cfg.dtype_bytes, mode,
-                         *host_per_tape_kernel(profile, mode, lora=cfg.lora_rank > 0))
+                         host_per_tape_kernel(profile, mode, lora=cfg.lora_rank > 0))
 
     if cfg.task == "train":
         return {"train": timed(lambda: build_program(cfg), "train")}
@@ -192,34 +193,55 @@ def phase_seconds(w: Workload, phases: dict) -> dict[str, float]:
     return {name: st.seconds * steps[name] for name, st in phases.items()}
 
 
-def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> tuple[float | None, float]:
-    """(host seconds per kernel the tape names, fixed host seconds per call) for a `mode` (train,
-    prefill, decode) step, from the calibration step's measured host time
-    (calibration.HOST_CALIBRATION_STEPS; a LoRA training step's own where the profile measured it)
-    over the kernels the tape names for that same step. The tape names fewer kernels than run (a
-    backward's fills and reductions, cuDNN's helpers), and the host's time is what a step pays.
-    Where the profile measured the step at a second depth (HOST_CALIBRATION_DEEP_LAYERS), the two
-    give a line: a fixed part a call and a part per tape kernel; else all of it per kernel. (None,
-    0) where the profile predates the kernel counts. A decode step takes the calibration's decode
-    step where the profile counted its kernels, the prefill's figures otherwise: profiles before
-    2026-12-01 timed it against a cache that grew a token a call, and cuDNN's attention built a
-    graph for each new length (200-390 µs a kernel; cropped back, 23 µs against its forward's 28)."""
+class HostCosts(NamedTuple):
+    """What a step costs the host, from the profile's calibration steps (host_per_tape_kernel):
+    seconds per kernel the tape names (None: no counted calibration, the roofline's own), once a
+    call, and per Python call that issues no kernel (OpCost.host_calls: checkpoint's hooks)."""
+
+    per_kernel: float | None
+    per_call: float = 0.0
+    per_hook: float = 0.0
+
+
+def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> HostCosts:
+    """The host's costs of a `mode` (train, prefill, decode) step, from the calibration step's
+    measured host time (calibration.HOST_CALIBRATION_STEPS; a LoRA training step's own where the
+    profile measured it) over the kernels the tape names for that same step. The tape names fewer
+    kernels than run (a backward's fills and reductions, cuDNN's helpers), and the host's time is
+    what a step pays. Where the profile measured the step at a second depth
+    (HOST_CALIBRATION_DEEP_LAYERS), the two give a line: a fixed part a call and a part per tape
+    kernel; else all of it per kernel. (None, 0) where the profile predates the kernel counts. A
+    decode step takes the calibration's decode step where the profile counted its kernels, the
+    prefill's figures otherwise: profiles before 2026-12-01 timed it against a cache that grew a
+    token a call, and cuDNN's attention built a graph for each new length (200-390 µs a kernel;
+    cropped back, 23 µs against its forward's 28). A training step's hooks (per_hook) cost what
+    the checkpointed calibration step took beyond that line, per hook its tape counts."""
     launch = profile.launch if profile else None
     if launch is None:
-        return None, 0.0
+        return HostCosts(None)
     if mode == "train":
         step = "lora-train" if lora and launch.hf_lora_train_kernels else "train"
     else:
         step = "decode" if mode == "decode" and launch.hf_decode_kernels else "forward"
+    line = _host_line(launch, step)
+    if line is None:
+        return HostCosts(None)
+    rate, fixed = line
+    return HostCosts(rate, fixed, _per_hook(launch, *_host_line(launch, "train")) if mode == "train" else 0.0)
+
+
+def _host_line(launch, step: str) -> tuple[float, float] | None:
+    """(seconds per tape kernel, fixed seconds a call) of a calibration step: a line through its
+    two depths where both were measured and agree with one, else all of it per kernel."""
     per_kernel, kernels = launch.host_step(step)
     if not kernels:
-        return None, 0.0
-    shallow = per_kernel * kernels, _calibration_tape_kernels(step)
+        return None
+    shallow = per_kernel * kernels, _calibration_tape_counts(step)[0]
     deep_per_kernel, deep_kernels = launch.deep_step(step)
     if deep_kernels:
         from .calibration import HOST_CALIBRATION_DEEP_LAYERS
 
-        deep = deep_per_kernel * deep_kernels, _calibration_tape_kernels(step, HOST_CALIBRATION_DEEP_LAYERS)
+        deep = deep_per_kernel * deep_kernels, _calibration_tape_counts(step, HOST_CALIBRATION_DEEP_LAYERS)[0]
         rate = (deep[0] - shallow[0]) / (deep[1] - shallow[1])
         fixed = shallow[0] - rate * shallow[1]
         if rate > 0 and fixed >= 0:  # else the two disagree with a line (noise): per kernel alone
@@ -227,9 +249,30 @@ def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> tuple[float 
     return shallow[0] / shallow[1], 0.0
 
 
+def _per_hook(launch, rate: float, fixed: float) -> float:
+    """Host seconds per checkpoint hook (OpCost.host_calls): the checkpointed calibration step's
+    time beyond what the plain step's line gives its kernels, over its hooks; between its two
+    depths where both were measured (the excess that does not grow with depth is not the
+    hooks'). 0 where the profile did not measure it (before 2026-12-01)."""
+    from .calibration import HOST_CALIBRATION_DEEP_LAYERS
+
+    per_kernel, kernels = launch.host_step("ckpt-train")
+    if not kernels:
+        return 0.0
+    points = [(per_kernel * kernels, *_calibration_tape_counts("ckpt-train"))]
+    deep_per_kernel, deep_kernels = launch.deep_step("ckpt-train")
+    if deep_kernels:
+        points.append((deep_per_kernel * deep_kernels, *_calibration_tape_counts("ckpt-train", HOST_CALIBRATION_DEEP_LAYERS)))
+    excess = [(seconds - fixed - rate * tape, hooks) for seconds, tape, hooks in points]
+    if len(excess) == 2 and excess[1][0] > excess[0][0]:
+        return (excess[1][0] - excess[0][0]) / (excess[1][1] - excess[0][1])
+    return max(excess[0][0], 0.0) / excess[0][1]
+
+
 @lru_cache(maxsize=16)
-def _calibration_tape_kernels(step: str, layers: int = 0) -> int:
-    """Kernels the tape names for a calibration step (at `layers` layers: 0 for the model's own)."""
+def _calibration_tape_counts(step: str, layers: int = 0) -> tuple[int, int]:
+    """(kernels, host calls) the tape names for a calibration step (at `layers` layers: 0 for the
+    model's own)."""
     from .calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ, HOST_CALIBRATION_STEPS
     from .runtimes.hf_steps import decode_program, prefill_program
     from .tape import recording_costs
@@ -242,4 +285,5 @@ def _calibration_tape_kernels(step: str, layers: int = 0) -> int:
     with recording_costs():
         program = {"train": build_program, "prefill": prefill_program,
                    "decode": lambda c: decode_program(c, c.seq)}[task](cfg)
-    return sum(seg.repeat * c.kernels for seg in program.segments for c in seg.costs())
+    costs = [(seg.repeat, c) for seg in program.segments for c in seg.costs()]
+    return sum(n * c.kernels for n, c in costs), sum(n * c.host_calls for n, c in costs)

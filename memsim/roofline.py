@@ -48,8 +48,7 @@ class StepTime:
 class Rates:
     """What a device reaches, by kernel kind, and what a kernel costs the GPU and the host."""
 
-    def __init__(self, hw: HardwareSpec, profile: MeasuredProfile | None, dtype: str, mode: str,
-                 host_per_kernel: float | None = None, host_per_call: float = 0.0):
+    def __init__(self, hw: HardwareSpec, profile: MeasuredProfile | None, dtype: str, mode: str, host=None):
         self.hw, self.profile, self.dtype = hw, profile, dtype
         self.assumptions = []
         peak = hw.peak_flops.get(dtype)
@@ -63,12 +62,14 @@ class Rates:
             raise ValueError(f"hardware '{hw.name}' has no {dtype} peak or memory bandwidth")
         launch = profile.launch if profile else None
         self.kernel_floor = launch.gpu_kernel_s if launch else 0.0
-        # A decode step is a forward (see predict.host_per_tape_kernel): the profiler's kernels'
-        # host cost, where the caller gives none per tape kernel.
+        # `host`: predict.HostCosts. A decode step is a forward (see predict.host_per_tape_kernel):
+        # the profiler's kernels' host cost, where the caller gives none per tape kernel.
+        host_per_kernel = host.per_kernel if host else None
         if host_per_kernel is None:
             host_per_kernel = launch.host_step("train" if mode == "train" else "forward")[0] if launch else 0.0
         self.host_per_kernel = host_per_kernel
-        self.host_per_call = host_per_call  # once a step: the model call's own Python
+        self.host_per_call = host.per_call if host else 0.0  # once a step: the model call's own Python
+        self.host_per_hook = host.per_hook if host else 0.0
         self.host_per_op = launch.host_op_s if launch else 0.0
         if profile is None:
             self.assumptions.append(f"no measured profile of {hw.name}: datasheet peaks, no launch costs (a lower bound)")
@@ -94,8 +95,10 @@ class Rates:
         return self.elementwise if cost.kind == "memory" else self.bandwidth
 
     def host(self, cost: OpCost) -> float:
-        """Host seconds to issue one of the cost's kernels (OpCost.issued_by)."""
-        return self.host_per_op if cost.issued_by == "op" else self.host_per_kernel
+        """Host seconds of the cost: its kernels' issue (OpCost.issued_by) and its Python calls
+        that issue none (OpCost.host_calls)."""
+        per_kernel = self.host_per_op if cost.issued_by == "op" else self.host_per_kernel
+        return cost.kernels * per_kernel + cost.host_calls * self.host_per_hook
 
     def attention(self, cost: OpCost) -> float:
         rate = self.profile.attention_rate(cost.head_dim, cost.masked, cost.name.endswith(".bwd"), cost.flops) if self.profile else None
@@ -162,20 +165,22 @@ class _LaunchQueue:
     def __init__(self, host_start: float = 0.0):
         self.host, self.gpu = host_start, 0.0  # host_start: the call's own Python before its first kernel
 
-    def run(self, launches: int, gpu_seconds: float, host_per_kernel: float) -> None:
-        first_issued = self.host + host_per_kernel
-        self.host += launches * host_per_kernel
+    def run(self, launches: int, gpu_seconds: float, host_seconds: float) -> None:
+        """`launches` kernels of `gpu_seconds` in all, which take the host `host_seconds` to issue
+        (none: Python alone, which the GPU's work of the kernels before it may hide)."""
+        first_issued = self.host + host_seconds / max(launches, 1)
+        self.host += host_seconds
         self.gpu = max(max(self.gpu, first_issued) + gpu_seconds, self.host)
 
 
 def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | None, dtype: str,
-              dtype_bytes: int, mode: str, host_per_kernel: float | None = None, host_per_call: float = 0.0) -> StepTime:
+              dtype_bytes: int, mode: str, host=None) -> StepTime:
     """The step's time: every kernel of the program's steady-state step, layers repeated, through
     the host's launch queue (_LaunchQueue). `dtype` (bf16, fp16, fp32) picks the measured
     products; `dtype_bytes` turns operand bytes into shapes; `mode` (train, prefill, decode) the
-    host's cost per kernel, unless `host_per_kernel` gives it (per kernel the tape names, with
-    `host_per_call` once a step before them: predict.host_per_tape_kernel)."""
-    rates = Rates(hw, profile, dtype, mode, host_per_kernel, host_per_call)
+    host's cost per kernel, unless `host` (predict.HostCosts: per kernel the tape names, once a
+    step before them, per hook) gives it."""
+    rates = Rates(hw, profile, dtype, mode, host)
     agg: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, defaultdict(float)])
     gpu = 0.0
     queue = _LaunchQueue(rates.host_per_call)
@@ -187,6 +192,8 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
             for cost, seconds, _, _ in timed:
                 queue.run(cost.kernels, seconds, rates.host(cost))
         for cost, seconds, flops, bound in timed:
+            if cost.kind == "host":  # no kernel: the host's alone
+                continue
             gpu += n * seconds
             by_phase[seg.name] += n * seconds
             a = agg[(cost.name, seg.name)]

@@ -51,6 +51,7 @@ class OpCost:
 
     name: str
     kind: str  # "matmul" (shape from operands) | "flops" | "attention" | "grouped" (explicit arithmetic) | "cat" | "memory"
+    #          | "host" (no kernel: Python the host runs, host_calls)
     bytes: int
     flops: float = 0.0
     operands: tuple[int, ...] = ()
@@ -70,6 +71,9 @@ class OpCost:
     # kernel measured on a calibration step), "op" one bare Python-level torch op per kernel (a
     # for-loop optimizer's: the cost of issuing a bare op, memsim calibrate's host_op_s).
     issued_by: str = ""
+    # Python calls that issue no kernel (kind "host"): checkpoint's hooks on each tensor autograd
+    # saves in a checkpointed region, at the host cost of one such call (predict.HostCosts).
+    host_calls: int = 0
 
 
 def memory_layout(kind: str, in_bytes: list[int], out_bytes: int) -> str:

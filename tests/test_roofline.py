@@ -127,53 +127,92 @@ def test_foreach_steps_launch_by_multi_tensor_apply_chunks():
     assert multi_tensor_launches(billion) == -(-(2**30) // (65536 * 320)) == 52
     many_small = Params(prefix=(), layer=(Param(64, 0, 2),), layers=480)
     assert multi_tensor_launches(many_small) == 10  # 48 tensors a launch
-    assert step_cost("adamw", "foreach", billion)[1] == 8 * multi_tensor_launches(billion)
-    assert step_cost("adamw", "for-loop", many_small)[1] == 8 * 480
+    assert [k.kernels for k in step_cost("adamw", "foreach", billion)] == [8 * multi_tensor_launches(billion)]
+    assert [(k.kernels, k.one_at_a_time) for k in step_cost("adamw", "for-loop", many_small)] == [(8 * 480, True)]
+
+
+def test_adafactor_issues_its_norms_one_parameter_at_a_time_in_both_implementations():
+    from memsim.optimizers import ADAFACTOR_KERNELS, Param, Params, multi_tensor_launches, step_cost
+
+    params = Params(prefix=(Param(64, 64, 2),), layer=(Param(256, 256, 2), Param(256, 0, 2)), layers=10)
+    matrices, vectors = params.only(lambda p: p.is_matrix), params.only(lambda p: not p.is_matrix)
+    assert (matrices.count, vectors.count) == (11, 10)
+    loop = step_cost("adafactor", "for-loop", params)
+    assert all(k.one_at_a_time for k in loop) and sum(k.kernels for k in loop) == 22 * 11 + 11 * 10
+    foreach = step_cost("adafactor", "foreach", params)
+    per_param = sum(k.kernels for k in foreach if k.one_at_a_time)
+    assert per_param == 10 * 11 + 5 * 10  # the norms, their .item()s, the factors' own ops
+    lists = sum(k.kernels for k in foreach if not k.one_at_a_time)
+    assert lists == 7 * multi_tensor_launches(matrices) + 6 + 7 * multi_tensor_launches(vectors)
+    # Every element of the full-size tensors read and written as the source's ops do.
+    assert sum(k.bytes for k in loop) == 17 * matrices.total() + 20 * vectors.total()
+    assert ADAFACTOR_KERNELS["foreach"]["matrix"][0] + ADAFACTOR_KERNELS["foreach"]["matrix"][2] == 19  # one more mul_ (alphas)
 
 
 def test_host_cost_per_tape_kernel_comes_from_the_calibration_step():
     from memsim.catalog import load_measured
-    from memsim.predict import _calibration_tape_kernels, host_per_tape_kernel
+    from memsim.predict import _calibration_tape_counts, host_per_tape_kernel
 
-    from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
-
-    committed = load_measured("h200")
-    # Measured at two depths (the committed profile): a line through both steps' host times.
-    rate, fixed = host_per_tape_kernel(committed, "train")
-    deep_per, deep_kernels = committed.launch.deep_step("train")
-    shallow_s = committed.launch.hf_train_host_per_kernel_s * committed.launch.hf_train_kernels
-    assert rate > 0 and fixed > 0
-    assert fixed + rate * _calibration_tape_kernels("train") == pytest.approx(shallow_s)
-    assert fixed + rate * _calibration_tape_kernels("train", HOST_CALIBRATION_DEEP_LAYERS) == pytest.approx(deep_per * deep_kernels)
     # Measured at one depth: all of it per kernel.
+    committed = load_measured("h200")
     h200 = committed.model_copy(update={"launch": committed.launch.model_copy(update={"hf_deep": {}})})
     launch = h200.launch
-    expected = launch.hf_train_host_per_kernel_s * launch.hf_train_kernels / _calibration_tape_kernels("train")
-    assert host_per_tape_kernel(h200, "train") == pytest.approx((expected, 0.0))
-    assert _calibration_tape_kernels("train") < launch.hf_train_kernels  # the tape names fewer kernels than run
+    tape = lambda step: _calibration_tape_counts(step)[0]
+    expected = launch.hf_train_host_per_kernel_s * launch.hf_train_kernels / tape("train")
+    assert host_per_tape_kernel(h200, "train")[:2] == pytest.approx((expected, 0.0))
+    assert tape("train") < launch.hf_train_kernels  # the tape names fewer kernels than run
     unmeasured = h200.model_copy(update={"launch": launch.model_copy(update={"hf_lora_train_kernels": 0})})
-    assert host_per_tape_kernel(unmeasured, "train", lora=True) == pytest.approx((expected, 0.0))  # no LoRA step measured: the plain one
+    assert host_per_tape_kernel(unmeasured, "train", lora=True)[:2] == pytest.approx((expected, 0.0))  # no LoRA step measured: the plain one
     lora = h200.model_copy(update={"launch": launch.model_copy(update={"hf_lora_train_host_per_kernel_s": 1e-4,
                                                                        "hf_lora_train_kernels": 900})})
-    assert host_per_tape_kernel(lora, "train", lora=True)[0] == pytest.approx(1e-4 * 900 / _calibration_tape_kernels("lora-train"))
-    assert host_per_tape_kernel(load_measured("h100-sxm-80gb"), "train") == (None, 0.0)  # no kernel counts there
+    assert host_per_tape_kernel(lora, "train", lora=True).per_kernel == pytest.approx(1e-4 * 900 / tape("lora-train"))
+    assert host_per_tape_kernel(load_measured("h100-sxm-80gb"), "train") == (None, 0.0, 0.0)  # no kernel counts there
+
+
+def test_checkpoints_hooks_cost_the_host_what_the_checkpointed_calibration_step_took_beyond_its_kernels():
+    from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS as DEEP, HOST_CALIBRATION_MODEL
+    from memsim.catalog import load_measured
+    from memsim.predict import _calibration_tape_counts, host_per_tape_kernel, phase_times
+
+    # The tape: every tensor a checkpointed layer saves, packed twice and unpacked once.
+    (kernels, hooks), (deep_kernels, deep_hooks) = _calibration_tape_counts("ckpt-train"), _calibration_tape_counts("ckpt-train", DEEP)
+    assert _calibration_tape_counts("train")[1] == 0 and hooks > 0 and hooks % 3 == 0
+    assert deep_hooks == hooks * DEEP // HOST_CALIBRATION_MODEL["num_hidden_layers"]
+    # Calibration steps of 1 ms + 20 µs a tape kernel, the checkpointed ones 8 µs a hook more
+    # (the profiler counting 10% more kernels than the tape).
+    h200 = load_measured("h200")
+    line = lambda tape: 1e-3 + 20e-6 * tape
+    plain, deep_plain = _calibration_tape_counts("train")[0], _calibration_tape_counts("train", DEEP)[0]
+    launch = h200.launch.model_copy(update={
+        "hf_train_host_per_kernel_s": line(plain) / round(1.1 * plain), "hf_train_kernels": round(1.1 * plain),
+        "hf_ckpt_train_host_per_kernel_s": (line(kernels) + 8e-6 * hooks) / round(1.1 * kernels),
+        "hf_ckpt_train_kernels": round(1.1 * kernels),
+        "hf_deep": {"train": [line(deep_plain) / round(1.1 * deep_plain), round(1.1 * deep_plain)],
+                    "ckpt-train": [(line(deep_kernels) + 8e-6 * deep_hooks) / round(1.1 * deep_kernels), round(1.1 * deep_kernels)]}})
+    profile = h200.model_copy(update={"launch": launch})
+    costs = host_per_tape_kernel(profile, "train")
+    assert costs.per_kernel == pytest.approx(20e-6, rel=1e-2) and costs.per_hook == pytest.approx(8e-6, rel=2e-2)
+    assert host_per_tape_kernel(profile, "prefill").per_hook == 0.0
+    # A checkpointed step pays its hooks; without a checkpointed calibration step, none.
+    w = dict(model="tinyllama-1.1b", hardware="h200", batch=1, seq=32, methods=["activation-checkpointing"])
+    assert phase_times(w)["train"].host_seconds > phase_times(w, {"hf_ckpt_train_kernels": 0})["train"].host_seconds
 
 
 def test_two_depths_split_a_steps_host_time_into_a_fixed_part_and_a_part_per_kernel(monkeypatch):
     from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
     from memsim.catalog import load_measured
-    from memsim.predict import _calibration_tape_kernels, host_per_tape_kernel, phase_times
+    from memsim.predict import _calibration_tape_counts, host_per_tape_kernel, phase_times
 
     h200 = load_measured("h200")
-    shallow, deep = _calibration_tape_kernels("forward"), _calibration_tape_kernels("forward", HOST_CALIBRATION_DEEP_LAYERS)
+    shallow, deep = _calibration_tape_counts("forward")[0], _calibration_tape_counts("forward", HOST_CALIBRATION_DEEP_LAYERS)[0]
     assert deep > 3 * shallow
     # Calibration steps that took 1 ms + 20 µs a tape kernel (the profiler counts 10% more kernels).
     per_profiled = lambda tape: (1e-3 + 20e-6 * tape) / round(1.1 * tape)
     launch = h200.launch.model_copy(update={
         "hf_forward_host_per_kernel_s": per_profiled(shallow), "hf_forward_kernels": round(1.1 * shallow),
-        "hf_deep": {"forward": [per_profiled(deep), round(1.1 * deep)]}})
+        "hf_deep": {"forward": [per_profiled(deep), round(1.1 * deep)]}, "hf_decode_kernels": 0})  # decode: the forward's
     two = h200.model_copy(update={"launch": launch})
-    rate, fixed = host_per_tape_kernel(two, "prefill")
+    rate, fixed, _ = host_per_tape_kernel(two, "prefill")
     assert rate == pytest.approx(20e-6, rel=1e-3) and fixed == pytest.approx(1e-3, rel=1e-2)
     # A deep model's host time: the fixed part once, not spread over its every layer.
     one = h200.model_copy(update={"launch": launch.model_copy(update={"hf_deep": {}})})
@@ -207,7 +246,7 @@ def test_a_for_loop_optimizers_kernels_cost_the_host_a_bare_op_each():
     assert launch.host_op_s < launch.hf_train_host_per_kernel_s  # a bare op issues faster than a module's kernel
     # Same forward and backward; the optimizer's kernels at the bare op's host cost, the foreach's at the step's.
     extra = loop.host_seconds - foreach.host_seconds
-    per_kernel, _ = host_per_tape_kernel(load_measured("h200"), "train")  # a tape kernel's, beyond the call's fixed part
+    per_kernel = host_per_tape_kernel(load_measured("h200"), "train").per_kernel  # a tape kernel's, beyond the call's fixed part
     assert extra == pytest.approx(opt["loop"].count * launch.host_op_s - opt["foreach"].count * per_kernel, rel=1e-6)
 
 
@@ -283,18 +322,19 @@ def test_a_cudnn_decode_step_says_a_new_key_length_costs_a_graph_build():
 def test_a_decode_step_takes_the_calibrations_decode_where_its_kernels_were_counted():
     from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
     from memsim.catalog import load_measured
-    from memsim.predict import _calibration_tape_kernels, host_per_tape_kernel
+    from memsim.predict import _calibration_tape_counts, host_per_tape_kernel
 
-    h200 = load_measured("h200")
-    assert h200.launch.hf_decode_kernels == 0  # its decode met a new cuDNN graph a call: not used
-    assert host_per_tape_kernel(h200, "decode") == host_per_tape_kernel(h200, "prefill")
-    shallow, deep = _calibration_tape_kernels("decode"), _calibration_tape_kernels("decode", HOST_CALIBRATION_DEEP_LAYERS)
+    committed = load_measured("h200")
+    assert committed.launch.hf_decode_kernels  # measured on a cache cropped back a call
+    h200 = committed.model_copy(update={"launch": committed.launch.model_copy(update={"hf_decode_kernels": 0})})
+    assert host_per_tape_kernel(h200, "decode") == host_per_tape_kernel(h200, "prefill")  # uncounted: not used
+    shallow, deep = _calibration_tape_counts("decode")[0], _calibration_tape_counts("decode", HOST_CALIBRATION_DEEP_LAYERS)[0]
     assert shallow > 0 and deep > 3 * shallow
     per_profiled = lambda tape: (0.5e-3 + 15e-6 * tape) / round(1.2 * tape)  # 0.5 ms + 15 µs a tape kernel
     launch = h200.launch.model_copy(update={
         "hf_decode_host_per_kernel_s": per_profiled(shallow), "hf_decode_kernels": round(1.2 * shallow),
         "hf_deep": {**h200.launch.hf_deep, "decode": [per_profiled(deep), round(1.2 * deep)]}})
     measured = h200.model_copy(update={"launch": launch})
-    rate, fixed = host_per_tape_kernel(measured, "decode")
+    rate, fixed, _ = host_per_tape_kernel(measured, "decode")
     assert rate == pytest.approx(15e-6, rel=1e-2) and fixed == pytest.approx(0.5e-3, rel=3e-2)
     assert host_per_tape_kernel(measured, "prefill") == host_per_tape_kernel(h200, "prefill")

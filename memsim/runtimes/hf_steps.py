@@ -270,12 +270,12 @@ def _train(cfg: StepConfig) -> Program:
                 prog.add("optimizer", [(n, TEMPORARIES, sign) for n in sizes], repeat)
     else:
         prog.add("optimizer", [(cost.step_temp_bytes, TEMPORARIES, 1), (cost.step_temp_bytes, TEMPORARIES, -1)])
-    moved, launches = step_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
     # foreach and fused steps run multi_tensor_apply kernels over the parameter lists; for-loop
-    # ones a kernel per parameter, each a bare torch op issued from the optimizer's Python loop.
-    loop = cfg.optimizer_impl == "for-loop"
-    step = [(OpCost("optimizer.step", "memory", moved, kernels=launches, layout="contiguous" if loop else "foreach",
-                    issued_by="op" if loop else ""), COST, 0)] if tp0.costs else []
+    # ones (and Adafactor's per-parameter norms) a kernel per parameter and op, each a bare torch
+    # op issued from the optimizer's Python loop.
+    step = [(OpCost("optimizer.step", "memory", part.bytes, kernels=part.kernels,
+                    layout="contiguous" if part.one_at_a_time else "foreach", issued_by="op" if part.one_at_a_time else ""), COST, 0)
+            for part in step_cost(cfg.optimizer, cfg.optimizer_impl, trainable)] if tp0.costs else []
     prog.add("optimizer", step + [(trainable.total(), GRADIENTS, -1)])
     return prog
 
@@ -380,6 +380,12 @@ def _checkpointed_layer(cfg, sh, first, cos, sin, mask, casts=None):
     xr = rt.incoming("hidden", x.nbytes, ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
     rcasts: list = []
     out2 = _layer_forward(cfg, rt, sh, xr, cos, sin, None, mask, rcasts)
+    if rt.costs:
+        # Each tensor autograd saves goes through checkpoint's Python hooks: packed in the forward
+        # (a placeholder kept), packed again as the recompute saves it, unpacked by the backward.
+        saved = sum(len(n.saved) for n in rt.nodes)
+        fwd.append((OpCost("checkpoint.pack_hooks", "host", 0, host_calls=saved), COST, 0))
+        rt.events.append((OpCost("checkpoint.recompute_hooks", "host", 0, host_calls=2 * saved), COST, 0))
     rt.drop(out2)  # recomputed outputs are discarded (early stop skips even this last add)
     for c in rcasts:  # the recompute's own autocast context exits: its cache lets go
         c.release(rt)
