@@ -185,6 +185,7 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
     gpu = 0.0
     queue = _LaunchQueue(rates.host_per_call)
     by_phase: dict[str, float] = defaultdict(float)
+    hooks = 0
     for seg in program.in_step_order():
         timed = [(cost, *kernel_seconds(cost, rates, dtype_bytes)) for cost in seg.costs()]
         n = seg.repeat
@@ -192,6 +193,7 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
             for cost, seconds, _, _ in timed:
                 queue.run(cost.kernels, seconds, rates.host(cost))
         for cost, seconds, flops, bound in timed:
+            hooks += n * cost.host_calls
             if cost.kind == "host":  # no kernel: the host's alone
                 continue
             gpu += n * seconds
@@ -214,7 +216,8 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
         # Measured: 12 host-bound suite steps on two H200 machines ran 0.66x-1.73x as long as each
         # other (data/validation/repeatability-h200.csv); on one, a bare op took 3.1 or 5.5 us by
         # turns, whichever CPU it ran on (data/validation/host-noise-*-h200.json).
-        notes.append(f"host-bound: the host issues {sum(k.count for k in kernels):,} kernels at the speed measured with "
+        hooked = f" and runs {hooks:,} checkpoint hooks" if hooks else ""
+        notes.append(f"host-bound: the host issues {sum(k.count for k in kernels):,} kernels{hooked} at the speed measured with "
                      f"the {profile.name} profile, and the step scales with the host's speed (the same steps on two "
                      f"H200 machines here ran 0.66x-1.73x as long as each other)")
     return StepTime(queue.gpu, gpu, queue.host, bound, dict(by_phase), kernels, notes)

@@ -195,7 +195,9 @@ def test_checkpoints_hooks_cost_the_host_what_the_checkpointed_calibration_step_
     assert host_per_tape_kernel(profile, "prefill").per_hook == 0.0
     # A checkpointed step pays its hooks; without a checkpointed calibration step, none.
     w = dict(model="tinyllama-1.1b", hardware="h200", batch=1, seq=32, methods=["activation-checkpointing"])
-    assert phase_times(w)["train"].host_seconds > phase_times(w, {"hf_ckpt_train_kernels": 0})["train"].host_seconds
+    step = phase_times(w)["train"]
+    assert step.host_seconds > phase_times(w, {"hf_ckpt_train_kernels": 0})["train"].host_seconds
+    assert step.bound == "host" and any("checkpoint hooks" in a for a in step.assumptions)
 
 
 def test_two_depths_split_a_steps_host_time_into_a_fixed_part_and_a_part_per_kernel(monkeypatch):
