@@ -9,6 +9,7 @@ with a measured profile (the one calibrated on the machine that ran them), as a 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 
@@ -19,8 +20,6 @@ from memsim.calibration import MeasuredProfile
 from memsim.predict import phase_times
 from memsim.validate import load_suite
 from memsim.workload import Workload
-
-import json
 
 
 def _median(rounds: list[list[float]]) -> float:

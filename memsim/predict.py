@@ -226,8 +226,8 @@ def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> HostCosts:
     line = _host_line(launch, step)
     if line is None:
         return HostCosts(None)
-    rate, fixed = line
-    return HostCosts(rate, fixed, _per_hook(launch, *_host_line(launch, "train")) if mode == "train" else 0.0)
+    plain = line if step == "train" else _host_line(launch, "train") if mode == "train" else None
+    return HostCosts(*line, _per_hook(launch, *plain) if plain else 0.0)
 
 
 def _host_line(launch, step: str) -> tuple[float, float] | None:
