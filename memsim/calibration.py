@@ -122,7 +122,7 @@ class LaunchCosts(BaseModel):
     # not yet used by the roofline (empty before 2026-12).
     hf_train_phases: dict[str, list[float]] = {}
     hf_lora_train_phases: dict[str, list[float]] = {}
-    # The forward, train, lora-train (and, since 2026-12-01, decode) steps again with
+    # The forward, train, lora-train (and, since 2026-12-01, decode and ckpt-train) steps again with
     # HOST_CALIBRATION_DEEP_LAYERS layers: {step: [host seconds per CUDA kernel, kernels]} (empty
     # before 2026-12).
     hf_deep: dict[str, list[float]] = {}

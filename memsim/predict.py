@@ -210,7 +210,7 @@ def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> HostCosts:
     kernels than run (a backward's fills and reductions, cuDNN's helpers), and the host's time is
     what a step pays. Where the profile measured the step at a second depth
     (HOST_CALIBRATION_DEEP_LAYERS), the two give a line: a fixed part a call and a part per tape
-    kernel; else all of it per kernel. (None, 0) where the profile predates the kernel counts. A
+    kernel; else all of it per kernel. HostCosts(None) where the profile predates the kernel counts. A
     decode step takes the calibration's decode step where the profile counted its kernels, the
     prefill's figures otherwise: profiles before 2026-12-01 timed it against a cache that grew a
     token a call, and cuDNN's attention built a graph for each new length (200-390 µs a kernel;
@@ -230,23 +230,33 @@ def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> HostCosts:
     return HostCosts(*line, _per_hook(launch, *plain) if plain else 0.0)
 
 
+def _calibration_points(launch, step: str) -> list[tuple[float, int, int]]:
+    """(host seconds, tape kernels, tape host calls) of a calibration step as the profile measured
+    it: its own depth, then HOST_CALIBRATION_DEEP_LAYERS where measured; [] where not counted."""
+    from .calibration import HOST_CALIBRATION_DEEP_LAYERS
+
+    points = []
+    for (per_kernel, kernels), layers in ((launch.host_step(step), 0), (launch.deep_step(step), HOST_CALIBRATION_DEEP_LAYERS)):
+        if not kernels:
+            break
+        points.append((per_kernel * kernels, *_calibration_tape_counts(step, layers)))
+    return points
+
+
 def _host_line(launch, step: str) -> tuple[float, float] | None:
     """(seconds per tape kernel, fixed seconds a call) of a calibration step: a line through its
     two depths where both were measured and agree with one, else all of it per kernel."""
-    per_kernel, kernels = launch.host_step(step)
-    if not kernels:
+    points = _calibration_points(launch, step)
+    if not points:
         return None
-    shallow = per_kernel * kernels, _calibration_tape_counts(step)[0]
-    deep_per_kernel, deep_kernels = launch.deep_step(step)
-    if deep_kernels:
-        from .calibration import HOST_CALIBRATION_DEEP_LAYERS
-
-        deep = deep_per_kernel * deep_kernels, _calibration_tape_counts(step, HOST_CALIBRATION_DEEP_LAYERS)[0]
-        rate = (deep[0] - shallow[0]) / (deep[1] - shallow[1])
-        fixed = shallow[0] - rate * shallow[1]
+    (shallow_s, shallow_k, _), *deep = points
+    if deep:
+        deep_s, deep_k, _ = deep[0]
+        rate = (deep_s - shallow_s) / (deep_k - shallow_k)
+        fixed = shallow_s - rate * shallow_k
         if rate > 0 and fixed >= 0:  # else the two disagree with a line (noise): per kernel alone
             return rate, fixed
-    return shallow[0] / shallow[1], 0.0
+    return shallow_s / shallow_k, 0.0
 
 
 def _per_hook(launch, rate: float, fixed: float) -> float:
@@ -254,16 +264,9 @@ def _per_hook(launch, rate: float, fixed: float) -> float:
     time beyond what the plain step's line gives its kernels, over its hooks; between its two
     depths where both were measured (the excess that does not grow with depth is not the
     hooks'). 0 where the profile did not measure it (before 2026-12-01)."""
-    from .calibration import HOST_CALIBRATION_DEEP_LAYERS
-
-    per_kernel, kernels = launch.host_step("ckpt-train")
-    if not kernels:
+    excess = [(seconds - fixed - rate * tape, hooks) for seconds, tape, hooks in _calibration_points(launch, "ckpt-train")]
+    if not excess:
         return 0.0
-    points = [(per_kernel * kernels, *_calibration_tape_counts("ckpt-train"))]
-    deep_per_kernel, deep_kernels = launch.deep_step("ckpt-train")
-    if deep_kernels:
-        points.append((deep_per_kernel * deep_kernels, *_calibration_tape_counts("ckpt-train", HOST_CALIBRATION_DEEP_LAYERS)))
-    excess = [(seconds - fixed - rate * tape, hooks) for seconds, tape, hooks in points]
     if len(excess) == 2 and excess[1][0] > excess[0][0]:
         return (excess[1][0] - excess[0][0]) / (excess[1][1] - excess[0][1])
     return max(excess[0][0], 0.0) / excess[0][1]
