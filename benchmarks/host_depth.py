@@ -23,6 +23,7 @@ from memsim.calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, H
 from memsim.executors.protocol import decode_step, input_ids, new_cache, prefill, train_step
 from memsim.executors.timing import host_median
 from memsim.executors.trace import build_model, make_optimizer
+from memsim.methods import AdamW
 
 DEPTHS = (2, 4, 8, 16)
 
@@ -48,7 +49,7 @@ def main() -> int:
         config = dict(HOST_CALIBRATION_MODEL, num_hidden_layers=layers)
         with torch.device(args.device):
             model = build_model(config, "sdpa", "fp32" if args.device == "cpu" else "bf16")
-            opt = make_optimizer(list(model.parameters()), "adamw", "foreach")
+            opt = make_optimizer(model, AdamW())  # foreach
         ids = input_ids(HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ, config["vocab_size"]).to(args.device)
         cache = new_cache(model)
         prefill(model, ids, cache)

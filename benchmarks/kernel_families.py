@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from memsim.catalog import load_hardware, load_measured
-from memsim.predict import host_per_tape_kernel, step_config
+from memsim.host_time import host_costs
+from memsim.predict import step_config
 from memsim.roofline import Rates, kernel_seconds
 from memsim.runtimes.hf_steps import build_program, decode_program, prefill_program
 from memsim.tape import OpCost, recording_costs
@@ -63,7 +64,7 @@ def tape_kernels(w: Workload) -> dict[str, list[float]]:
         prog = {"train": lambda: build_program(cfg), "prefill": lambda: prefill_program(cfg),
                 "decode": lambda: decode_program(cfg, cfg.seq)}[mode]()
     profile = load_measured(w.hardware)
-    rates = Rates(load_hardware(w.hardware), profile, w.precision.compute, mode, host_per_tape_kernel(profile, mode))
+    rates = Rates(load_hardware(w.hardware), profile, w.precision.compute, mode, host_costs(profile, mode))
     out: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for seg in prog.segments:
         for c in seg.costs():

@@ -5,8 +5,6 @@ Shared by tests/test_traced.py (CI) and benchmarks/traced_matrix.py (the committ
 
 from __future__ import annotations
 
-import itertools
-
 # Small members of each family: real code paths (GQA, bias, untied/tied heads), CPU-quick sizes.
 FAMILIES = {
     "llama": dict(model_type="llama", hidden_size=256, intermediate_size=688, num_hidden_layers=4,
@@ -77,6 +75,23 @@ CASES = [
 ]
 
 
+# Each method and optimizer beyond the cross-product above, on a dense family with an untied and
+# one with a tied head: the traced verifier runs the method's own torch side (Method.apply_torch,
+# Optimizer.torch_optimizer).
+METHOD_FAMILIES = ("llama", "qwen2")
+METHOD_CASES = [
+    ("train", "bf16", "sdpa", "adam", "fused", [], 2, 64, 0),
+    # A stateless optimizer and checkpointing: the peak is the tied embedding's gradient sum.
+    ("train", "fp32", "eager", "sgd", "foreach", ["activation-checkpointing"], 2, 64, 0),
+    ("train", "bf16", "sdpa", "adamw8bit", "bitsandbytes", [], 2, 64, 0),
+    ("train", "fp32", "eager", "adamw8bit", "bitsandbytes", ["activation-checkpointing"], 2, 64, 0),
+    ("train", "bf16", "sdpa", "adamw", "foreach", [{"name": "lisa", "active_layers": 1}], 2, 128, 0),
+    ("train", "bf16", "sdpa", "adamw8bit", "bitsandbytes", [{"name": "lisa", "active_layers": 2}, "activation-checkpointing"], 2, 64, 0),
+]
+# Optimizers whose step cannot run on fake tensors, verified on the GPU only: torchao's updates
+# are torch.compile'd, which refuses to trace under a TorchDispatchMode (FakeTensorMode).
+UNTRACEABLE = {"adamw4bit": "torch.compile'd update", "adamw-fp8": "torch.compile'd update"}
+
 # Families that run a subset of CASES (by index): MoE models cannot take LoRA on the MLP (case 8:
 # PEFT's target_modules miss the 3-D expert weights); Qwen2-MoE runs a cheaper cross-section.
 CASE_SUBSETS = {
@@ -101,12 +116,14 @@ def workloads() -> list[tuple[str, dict]]:
     """(case id, memsim workload dict) for every family x case (or the family's subset), and the
     H100 variants."""
     out = []
-    for (family, config), (i, case) in itertools.product(FAMILIES.items(), enumerate(CASES)):
-        if i not in CASE_SUBSETS.get(family, range(len(CASES))):
-            continue
+    crossed = [(family, case) for family in FAMILIES for i, case in enumerate(CASES)
+               if i in CASE_SUBSETS.get(family, range(len(CASES)))]
+    for family, case in crossed + [(f, c) for f in METHOD_FAMILIES for c in METHOD_CASES]:
+        config = FAMILIES[family]
         task, dtype, attention, opt, impl, methods, batch, seq, new = case
         weights, compute = ("fp32", dtype.removeprefix("amp-")) if dtype.startswith("amp-") else (dtype, dtype)
-        names = "+".join(m if isinstance(m, str) else f"{m['name']}{m['rank']}" for m in methods) or "plain"
+        names = "+".join(m if isinstance(m, str) else m["name"] + "".join(str(v) for k, v in m.items() if k != "name" and not isinstance(v, list))
+                         for m in methods) or "plain"
         cid = f"{family}-{task}-{dtype}-{attention}-{opt}-{impl}-{names}-b{batch}s{seq}" + (f"n{new}" if new else "")
         hardware = ["80GiB"]
         if family in H100_FAMILIES and attention == "sdpa" and compute != "fp32":

@@ -21,7 +21,6 @@ import torch
 
 from memsim.allocator import CUDA_CONTEXT_BYTES
 from memsim.catalog import raw_config
-from memsim.errors import InputError
 from memsim.measurement import Measurement, Provenance
 
 from .host_costs import host_index, host_launch_costs
@@ -122,9 +121,8 @@ def measure(w: Workload, case: str = "", warmup: int = 1, steps: int = 3, device
             emulate_capacity_bytes: int = 0) -> Measurement:
     """Build, warm up, then time `steps` steps of the workload; see the module's docstring."""
     cfg = step_config(w)  # the same validation and refusals as predict
-    if cfg.checkpoint_every > 1:
-        raise InputError("methods.activation-checkpointing.every: runs checkpoint every layer (gradient_checkpointing_enable); "
-                         "every > 1 is analytic-only")
+    for m in cfg.methods:
+        m.check_torch()
     cuda = torch.cuda.is_available() and device != "cpu"
     config = raw_config(w.model)
     meta = dict(case=case or "workload", workload=w.model_dump(mode="json"))
@@ -162,10 +160,10 @@ def build_steps(w: Workload, cfg=None, config=None, device: str = "cuda") -> "_S
 
 
 def _build(w: Workload, cfg, config):
-    model = build_model(config, cfg.attention, w.precision.weights, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every))
+    model = build_model(config, cfg.attention, w.precision.weights, cfg.methods)
     opt = None
     if w.task == "train":
-        opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optimizer, cfg.optimizer_impl)
+        opt = make_optimizer(model, cfg.optimizer)
     else:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -252,7 +250,7 @@ def _measure_cpu(w, cfg, config, warmup, steps, meta) -> Measurement:
                 first.append(marks.pop() - t0)
                 marks.clear()
             run.between()
-        if opt is not None and cfg.optimizer_impl != "fused":
-            tr.exclude_host([s["step"] for s in opt.state.values() if "step" in s])
+        if opt is not None:
+            tr.exclude_host([t for s in opt.state.values() for t in cfg.optimizer.host_state(s)])
     return Measurement(fits=True, peak_allocated_bytes=tr.peak_bytes,  # no caching allocator on the CPU
                        resident_bytes=resident, step_times_s=times, tokens_per_step=run.tokens, first_token_s=first, **meta)

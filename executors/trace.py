@@ -42,50 +42,28 @@ def hf_config(config: dict, attention: str):
     return c
 
 
-def build_model(config: dict, attention: str, dtype: str, lora_rank: int = 0, lora_targets=(), checkpoint: bool = False):
+def build_model(config: dict, attention: str, dtype: str, methods=()):
+    """The transformers model for `config` (random weights), each method then set up on it in
+    the order given (Method.apply_torch)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_config(hf_config(config, attention), dtype=DTYPES[dtype])
-    if lora_rank:
-        from peft import LoraConfig
-
-        model = _peft_model(model, LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0,
-                                                 target_modules=list(lora_targets)))
-    if checkpoint:
-        model.gradient_checkpointing_enable()
-        if lora_rank:
-            model.enable_input_require_grads()
+    for m in methods:
+        model = m.apply_torch(model)
     return model
 
 
-def _peft_model(model, config):
-    """get_peft_model; under FakeTensorMode, with Module.to() as an identity while it runs: PEFT
-    only moves the new adapters to the base layer's device there (keeping them fp32, its default
-    autocast_adapter_dtype=True), which on one fake device changes nothing, and module.to() on
-    fake parameters swaps tensors, which FakeTensorMode's weakrefs forbid."""
-    from peft import get_peft_model
-
-    if not isinstance(next(model.parameters()), torch._subclasses.fake_tensor.FakeTensor):
-        return get_peft_model(model, config)
-    original = torch.nn.Module.to
-    torch.nn.Module.to = lambda self, *a, **k: self
-    try:
-        return get_peft_model(model, config)
-    finally:
-        torch.nn.Module.to = original
-
-
-def make_optimizer(params, name: str, impl: str):
-    kw = {"foreach": impl == "foreach", "fused": impl == "fused"} if impl != "for-loop" else {"foreach": False}
-    if name in ("adamw", "adam"):
-        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        return cls(params, lr=1e-4, **kw)
-    if name.startswith("sgd"):
-        kw.pop("fused", None) if impl != "fused" else None
-        return torch.optim.SGD(params, lr=1e-3, momentum=0.9 if name == "sgd-momentum" else 0.0, **kw)
-    if name == "adafactor":  # torch >= 2.5; no fused implementation (foreach=None means for-loop)
-        return torch.optim.Adafactor(params, foreach=impl == "foreach")
-    raise ValueError(name)
+def make_optimizer(model, optimizer):
+    """The memsim optimizer's torch one over the model's trainable parameters. On fake tensors the
+    values an optimizer reads back to Python (Adafactor's norms, bitsandbytes' quantization maps)
+    are answered by _ScalarValues: what it allocates does not depend on them."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not isinstance(params[0], torch._subclasses.fake_tensor.FakeTensor):
+        return optimizer.torch_optimizer(params)
+    with _ScalarValues():
+        opt = optimizer.torch_optimizer(params)
+    opt.step = _with_scalar_values(opt.step)
+    return opt
 
 
 class _ScalarValues(TorchDispatchMode):
@@ -155,44 +133,36 @@ def autocast_ctx(device: torch.device, dtype: str | None):
 
 
 def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", attention: str = "sdpa",
-          optimizer: str = "adamw", impl: str = "foreach", lora_rank: int = 0, lora_targets=(),
-          checkpoint: bool = False, new_tokens: int = 0, compute: str | None = None, sm: int = DEFAULT_SM) -> TraceResult:
+          optimizer=None, methods=(), new_tokens: int = 0, compute: str | None = None, sm: int = DEFAULT_SM) -> TraceResult:
     """`dtype`: the weights'; `compute`: the autocast dtype when it differs (fp32 weights, bf16
-    compute). Fake tensors live on the CPU, so autocast is CPU's (see _autocast). `sm`: the compute
-    capability of the GPU whose attention kernels the trace runs (90: H100)."""
+    compute). Fake tensors live on the CPU, so autocast is CPU's (see _autocast). `optimizer` and
+    `methods`: memsim's (memsim.methods), set up by their torch side. `sm`: the compute capability
+    of the GPU whose attention kernels the trace runs (90: H100)."""
     t0 = time.perf_counter()
     autocast = compute if compute not in (None, dtype) else None
     with (FakeTensorMode(allow_non_fake_inputs=False), StorageTracker() as tr, cuda_dispatch(sm), cuda_grouped_mm()):
-        model = build_model(config, attention, dtype, lora_rank, lora_targets, checkpoint)
+        model = build_model(config, attention, dtype, methods)
         opt = None
         if task == "train":
-            params = [p for p in model.parameters() if p.requires_grad]
-            opt = make_optimizer(params, optimizer, impl)
-            if optimizer == "adafactor":
-                opt.step = _with_scalar_values(opt.step)
+            opt = make_optimizer(model, optimizer)
         else:
             for p in model.parameters():
                 p.requires_grad_(False)
         tr.reset_peak()  # the step's peak, not model construction's (as reset_peak_memory_stats after loading)
         run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt, autocast)
-        # CPU-resident optimizer scalars (`step` of non-fused Adam) are not GPU memory.
-        if opt is not None and impl != "fused":
-            host = [s["step"] for s in opt.state.values() if "step" in s]
-            tr.exclude_host(host)
+        # Optimizer state that stays on the host (`step` of non-fused Adam) is not GPU memory.
+        if opt is not None:
+            tr.exclude_host([t for s in opt.state.values() for t in optimizer.host_state(s)])
     return TraceResult(tr.peak_bytes, tr.events[tr.peak_index].phase if tr.peak_index >= 0 else "", time.perf_counter() - t0, len(tr.events))
 
 
 def trace_workload(w) -> TraceResult:
     """Trace a memsim Workload (see memsim.workload)."""
     from memsim.catalog import raw_config
-    from memsim.errors import InputError
     from memsim.predict import step_config
 
     cfg = step_config(w)
-    if cfg.checkpoint_every > 1:
-        raise InputError("methods.activation-checkpointing.every: trace checkpoints every layer (gradient_checkpointing_enable); every > 1 is analytic-only")
-    return trace(
-        raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.weights, cfg.attention,
-        cfg.optimizer, cfg.optimizer_impl, cfg.lora_rank, cfg.lora_targets, bool(cfg.checkpoint_every),
-        cfg.new_tokens, w.precision.compute, cfg.sm,
-    )
+    for m in cfg.methods:
+        m.check_torch()
+    return trace(raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.weights, cfg.attention,
+                 cfg.optimizer, cfg.methods, cfg.new_tokens, w.precision.compute, cfg.sm)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from .errors import InputError, load_yaml
 from .measurement import Provenance
+from .methods import host_calibration_steps
 
-# Matrix products x [m, k] @ w[n, k].T (nn.Linear's): a grid over m, n and k, from a LoRA rank to a
+# Matrix products x [m, k] @ w[n, k].T (nn.Linear's): a grid over m, n and k, from an adapter's rank to a
 # long prefill's tokens, so that forward (tokens, out, in), input-gradient (tokens, in, out) and
 # weight-gradient (out, in, tokens) products of any decoder fall inside it.
 # The attention calibration's calls: batch 4 x 16 heads (executors/calibrate.py attention).
@@ -78,14 +80,19 @@ HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ = 2, 64
 # data/benchmarks/host-depth-cpu.txt), which a rate per kernel would spread over every layer of
 # a deep model.
 HOST_CALIBRATION_DEEP_LAYERS = 16
-HOST_CALIBRATION_LORA = {"name": "lora", "rank": 8, "targets": ["q_proj", "v_proj"]}  # peft's Python per adapter
-# The calibration steps by name: (task, methods), as memsim's Workload names them.
-HOST_CALIBRATION_STEPS = {"forward": ("prefill", []), "train": ("train", []), "lora-train": ("train", [HOST_CALIBRATION_LORA]),
-                          "decode": ("decode", []), "ckpt-train": ("train", ["activation-checkpointing"])}
+# The calibration steps by name: (task, methods), as memsim's Workload names them: a plain prefill,
+# train and decode step, and a train step for each method whose host cost has a step of its own.
+HOST_CALIBRATION_STEPS = {"forward": ("prefill", []), "train": ("train", []), "decode": ("decode", []),
+                          **{step: ("train", methods) for step, methods in host_calibration_steps().items()}}
+# The steps every launch section has: the roofline's host cost per kernel where no other is counted.
+REQUIRED_HOST_STEPS = ("forward", "train")
 # The launch section times its steps in this many rounds, the whole section apart, and keeps each
 # step's median round: the host of an H200 machine here ran a bare op at 3.1 or 5.5 us by turns,
 # seconds apart (data/validation/host-noise-*-h200.json), so one round is one sample of two speeds.
 HOST_CALIBRATION_ROUNDS = 3
+
+# [host seconds per CUDA kernel, kernels the profiler counted] of one calibration step.
+StepFigures = Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=2, max_length=2)]
 
 
 class LaunchCosts(BaseModel):
@@ -93,66 +100,95 @@ class LaunchCosts(BaseModel):
 
     gpu_kernel_s: float = Field(gt=0)  # device time of a tiny kernel
     host_op_s: float = Field(gt=0)  # host time to issue a bare op
-    # HOST_CALIBRATION_MODEL's prefill (protocol.prefill), train step (AdamW foreach) and decode
-    # step: host seconds per CUDA kernel, and the kernels the profiler counted in each.
-    hf_forward_host_per_kernel_s: float = Field(gt=0)
-    hf_train_host_per_kernel_s: float = Field(gt=0)
-    hf_decode_host_per_kernel_s: float = Field(0.0, ge=0)
-    hf_forward_kernels: int = 0  # 0 in profiles before 2026-12
-    hf_train_kernels: int = 0
-    # 0 in profiles before the decode step's cache was cropped back a call (2026-12-01): their
-    # decode step met a new key length every call, and cuDNN built an attention graph for each.
-    hf_decode_kernels: int = 0
-    # The same train step with peft's LoRA (HOST_CALIBRATION_LORA): its layers' Python costs more
-    # per kernel. 0 in profiles before it was measured.
-    hf_lora_train_host_per_kernel_s: float = Field(0.0, ge=0)
-    hf_lora_train_kernels: int = 0
-    # The same train step with every layer checkpointed (torch.utils.checkpoint, non-reentrant):
-    # each tensor autograd saves in a checkpointed layer goes through Python hooks, twice packed
-    # and once unpacked, beside the recomputed forward. 0 in profiles before 2026-12-01 (session 8).
-    hf_ckpt_train_host_per_kernel_s: float = Field(0.0, ge=0)
-    hf_ckpt_train_kernels: int = 0
-    # executors/host_costs.py host_index around the steps above (0 in profiles before it was
-    # measured). Recorded, not used to scale: it is not comparable with the index a run measures
-    # around its own steps (validate.run_host_launch says how they differed).
+    # HOST_CALIBRATION_STEPS' steps by name; a step's kernels are 0 where they were not counted,
+    # and a step missing was not measured (host_step reads both as unmeasured).
+    steps: dict[str, StepFigures] = {}
+    # The same steps at HOST_CALIBRATION_DEEP_LAYERS layers: with the steps above, a line through
+    # two depths (memsim/host_time.py).
+    deep: dict[str, StepFigures] = {}
+    # The train steps' parts, {step: {phase: [host seconds, CUDA kernels]}} for forward, backward and
+    # optimizer (executors/host_costs.py train_phases): whether autograd's backward and the
+    # optimizer cost the host what a module's kernel does. Recorded, not used by the roofline.
+    phases: dict[str, dict[str, list[float]]] = {}
+    # executors/host_costs.py host_index around the steps above. Recorded, not used to scale: it is
+    # not comparable with the index a run measures around its own steps (validate.run_host_launch).
     host_index_s: float = Field(0.0, ge=0)
-    # The calibration train step's parts, {phase: [host seconds, CUDA kernels]} for forward,
-    # backward and optimizer (executors/host_costs.py train_phases), plain and with LoRA: whether
-    # autograd's backward and the optimizer cost the host what a module's kernel does. Recorded,
-    # not yet used by the roofline (empty before 2026-12).
-    hf_train_phases: dict[str, list[float]] = {}
-    hf_lora_train_phases: dict[str, list[float]] = {}
-    # The forward, train, lora-train (and, since 2026-12-01, decode and ckpt-train) steps again with
-    # HOST_CALIBRATION_DEEP_LAYERS layers: {step: [host seconds per CUDA kernel, kernels]} (empty
-    # before 2026-12).
-    hf_deep: dict[str, list[float]] = {}
 
-    def measured_again(self, fields: dict[str, float]) -> LaunchCosts:
-        """These costs with `fields` measured again (a run's own host_launch),
-        the deep steps scaled as their shallow ones moved."""
-        if not fields:
-            return self
-        deep = {}
-        for step, (per, kernels) in self.hf_deep.items():
-            name = "hf_" + step.replace("-", "_") + "_host_per_kernel_s"
-            before = getattr(self, name)
-            deep[step] = [per * fields.get(name, before) / before if before else per, kernels]
-        return self.model_copy(update=dict(fields) | {"hf_deep": deep})
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade_step_fields(cls, data):
+        """A profile written with a field per step (hf_<step>_host_per_kernel_s, hf_<step>_kernels,
+        hf_<step>_phases, hf_deep) read into steps, phases and deep."""
+        return _upgraded(data) if isinstance(data, dict) else data
 
-    def deep_step(self, step: str) -> tuple[float, int]:
-        """host_step's figures for the step at HOST_CALIBRATION_DEEP_LAYERS layers; (0, 0) where
-        the profile did not measure it."""
-        per, kernels = self.hf_deep.get(step, (0.0, 0))
-        return per, int(kernels)
+    @model_validator(mode="after")
+    def _has_required_steps(self) -> LaunchCosts:
+        missing = [step for step in REQUIRED_HOST_STEPS if self.host_step(step)[0] <= 0]
+        if missing:
+            raise ValueError(f"no host seconds per kernel of the {' and '.join(missing)} calibration step (steps); "
+                             "`memsim calibrate --update PROFILE --only launch` measures them")
+        return self
 
     def host_step(self, step: str) -> tuple[float, int]:
-        """(host seconds per kernel, kernels) of a HOST_CALIBRATION_STEPS step; kernels 0 where
-        the profile did not count them."""
-        return {"forward": (self.hf_forward_host_per_kernel_s, self.hf_forward_kernels),
-                "train": (self.hf_train_host_per_kernel_s, self.hf_train_kernels),
-                "lora-train": (self.hf_lora_train_host_per_kernel_s, self.hf_lora_train_kernels),
-                "decode": (self.hf_decode_host_per_kernel_s, self.hf_decode_kernels),
-                "ckpt-train": (self.hf_ckpt_train_host_per_kernel_s, self.hf_ckpt_train_kernels)}[step]
+        """(host seconds per kernel, kernels) of a HOST_CALIBRATION_STEPS step; (0.0, 0) where the
+        profile did not measure it, kernels 0 where it did not count them."""
+        per, kernels = self.steps.get(step, (0.0, 0))
+        return per, int(kernels)
+
+    def deep_step(self, step: str) -> tuple[float, int]:
+        """host_step's figures for the step at HOST_CALIBRATION_DEEP_LAYERS layers."""
+        per, kernels = self.deep.get(step, (0.0, 0))
+        return per, int(kernels)
+
+    def measured_again(self, fields: dict) -> LaunchCosts:
+        """These costs with a run's own host_launch in place of the profile's: its {"steps": ...}
+        (whole steps) or an older run's hf_<step>_ fields (each figure it gives); the deep steps
+        scaled as their shallow ones moved."""
+        if not fields:
+            return self
+        steps = {step: list(figures) for step, figures in self.steps.items()}
+        for step, parts in _step_parts(fields).items():
+            before = steps.get(step, [0.0, 0])
+            steps[step] = [parts.get(i, before[i]) for i in (0, 1)]
+        steps |= {step: list(figures) for step, figures in fields.get("steps", {}).items()}
+        deep = {}
+        for step, (per, kernels) in self.deep.items():
+            before = self.host_step(step)[0]
+            deep[step] = [per * steps[step][0] / before if before else per, kernels]
+        scalars = {k: fields[k] for k in ("gpu_kernel_s", "host_op_s", "host_index_s") if k in fields}
+        return self.model_copy(update=scalars | {"steps": steps, "deep": deep})
+
+
+# A field per step, as profiles and runs were written before LaunchCosts.steps: the step's name
+# (dashes as underscores) in hf_<step>_host_per_kernel_s and hf_<step>_kernels (its figures' index
+# 0 and 1), hf_<step>_phases, and hf_deep for LaunchCosts.deep.
+_STEP_FIELDS = ((re.compile(r"hf_(\w+)_host_per_kernel_s"), 0), (re.compile(r"hf_(\w+)_kernels"), 1))
+_PHASES_FIELD = re.compile(r"hf_(\w+)_phases")
+
+
+def _step_parts(fields: dict) -> dict[str, dict[int, float]]:
+    """{step: {0: host seconds per kernel, 1: kernels}} of the hf_<step>_ fields among `fields`,
+    as far as they give each."""
+    parts: dict[str, dict[int, float]] = {}
+    for key, value in fields.items():
+        for pattern, index in _STEP_FIELDS:
+            if match := pattern.fullmatch(key):
+                parts.setdefault(match[1].replace("_", "-"), {})[index] = value
+    return parts
+
+
+def _upgraded(fields: dict) -> dict:
+    """LaunchCosts' fields with the field-per-step ones (_STEP_FIELDS, _PHASES_FIELD, hf_deep)
+    moved into steps, phases and deep; what is neither kept as it is."""
+    if not any(key.startswith("hf_") for key in fields):
+        return fields
+    steps = {step: [parts.get(0, 0.0), parts.get(1, 0)] for step, parts in _step_parts(fields).items()}
+    phases = {m[1].replace("_", "-"): value for key, value in fields.items() if (m := _PHASES_FIELD.fullmatch(key))}
+    out = {k: v for k, v in fields.items() if not k.startswith("hf_")}
+    out["steps"] = steps | dict(fields.get("steps", {}))
+    out["deep"] = dict(fields.get("hf_deep", {})) | dict(fields.get("deep", {}))
+    out["phases"] = phases | dict(fields.get("phases", {}))
+    return out
 
 
 class AttentionPoint(BaseModel):

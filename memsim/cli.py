@@ -16,7 +16,8 @@ from .fit import largest_fitting
 from .predict import predict
 from .report import Report
 from .tape import CATEGORIES
-from .workload import METHODS, Workload
+from .methods import METHODS, catalog
+from .workload import Workload
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Will it fit? Memory of training and serving transformers, predicted.")
 out = Console()
@@ -31,22 +32,31 @@ def _gib(n: int) -> str:
 
 
 def _parse_method(text: str):
-    """'lora' or 'lora:rank=16,targets=q_proj+v_proj' or 'activation-checkpointing:every=2'."""
+    """'NAME' or 'NAME:key=value,key=a+b' ('+' joins a list parameter's items), e.g.
+    'lora:rank=16,targets=q_proj+v_proj' or 'activation-checkpointing:every=2'."""
     name, _, rest = text.partition(":")
     spec: dict = {"name": name.strip()}
+    fields = METHODS[spec["name"]].model_fields if spec["name"] in METHODS else {}
     for part in filter(None, rest.split(",")):
         key, _, value = part.partition("=")
+        key = key.strip()
         if not value:
             raise InputError(f"--method {text}: parameters are key=value, e.g. lora:rank=16")
-        spec[key.strip()] = value.split("+") if key.strip() == "targets" else _number(value)
+        listed = key in fields and getattr(fields[key].annotation, "__origin__", None) in (tuple, list)
+        spec[key] = [_scalar(v) for v in value.split("+")] if listed or "+" in value else _scalar(value)
     return spec
 
 
-def _number(v: str):
-    try:
-        return int(v)
-    except ValueError:
-        return v
+def _scalar(v: str):
+    """A command-line value as the number or boolean it spells, else the string."""
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
 
 
 def _show(report: Report, largest: dict[str, int] | None = None) -> None:
@@ -152,7 +162,8 @@ def _cell(v) -> str:
 
 
 @app.command("list")
-def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods | cpu | links | ssd | mcu | machines")):
+def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods | cpu | links | ssd | mcu | machines"),
+             as_json: bool = typer.Option(False, "--json", help="methods: name, kind, parameters, citation, tasks as JSON")):
     """List the built-in models, hardware profiles (GPUs, and the parts of a machine) or methods."""
 
     def go():
@@ -180,15 +191,10 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods |
                 h = load_hardware(name)
                 t.add_row(name, h.display_name, _gib(h.capacity_bytes), h.profile)
             out.print(t)
+        elif what == "methods" and as_json:
+            print(json.dumps(catalog(), indent=2, default=list))
         elif what == "methods":
-            t = Table(title="Methods")
-            t.add_column("name")
-            t.add_column("parameters")
-            t.add_column("what it does")
-            for name, cls in METHODS.items():
-                params = ", ".join(f"{k}={v.default}" for k, v in cls.model_fields.items() if k != "name")
-                t.add_row(name, params, (cls.__doc__ or "").split("\n")[0])
-            out.print(t)
+            _show_methods()
         elif what in PARTS:
             from .catalog import catalog_table
 
@@ -203,6 +209,16 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods |
             raise InputError(f"list: '{what}' is not one of models, hardware, methods, {', '.join(PARTS)}")
 
     _run(go)
+
+
+def _show_methods() -> None:
+    t = Table(title="Methods (methods: [...]) and optimizers (optimizer: {name: ...})")
+    for c in ("name", "kind", "parameters", "what it does", "source"):
+        t.add_column(c, overflow="fold")
+    for d in catalog():
+        params = ", ".join(f"{k}={_cell(v['default'])}" for k, v in d["parameters"].items())
+        t.add_row(d["name"], d["kind"], params, d["summary"], d["citation"])
+    out.print(t)
 
 
 @app.command()

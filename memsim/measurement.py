@@ -41,9 +41,10 @@ class Measurement(BaseModel):
     requested_bytes: int = 0  # when it did not fit: the allocation that failed
     error: str = ""  # a failure that is not out-of-memory (then no figure above is meaningful)
     # The host's speed in this run's process (it varies: host-bound steps ran 0.66x-1.73x as long on two H200s),
-    # measured after the steps as `memsim calibrate` measures it: calibration.LaunchCosts' fields
-    # hf_forward_host_per_kernel_s, hf_forward_kernels, hf_train_host_per_kernel_s, hf_train_kernels.
-    host_launch: dict[str, float] = {}
+    # measured after the steps as `memsim calibrate` measures it: calibration.LaunchCosts' steps,
+    # {"steps": {step: [host seconds per kernel, kernels]}}, or in older runs a field per figure,
+    # hf_<step>_host_per_kernel_s and hf_<step>_kernels (LaunchCosts.measured_again reads both).
+    host_launch: dict[str, Any] = {}
     # Seconds per bare CPU op (executors/host_costs.py host_index) around each timed step, the mean
     # of one before and one after it: the host's speed while the steps ran (empty before 2026-12).
     host_index_s: list[float] = []

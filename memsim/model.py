@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import InputError, first_error
+from .params import model_params
 
 # model_type values whose decoder layer the hf-transformers profile models.
 DENSE_TYPES = {"llama", "mistral", "qwen2", "gemma2"}
@@ -20,8 +21,6 @@ REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "voc
 # (transformers 5.17 models/gemma2/configuration_gemma2.py, Gemma2Config).
 GEMMA2_DEFAULTS = dict(tie_word_embeddings=True, hidden_activation="gelu_pytorch_tanh", sliding_window=4096,
                        attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
-# RMSNorms per decoder layer: input + post_attention; Gemma2DecoderLayer adds pre_ and post_feedforward.
-NORMS_PER_LAYER = {"gemma2": 4}
 LAYER_TYPES = ("full_attention", "sliding_attention")
 # Activations that run as one ATen op saving its input (transformers activations.py: SiLUActivation
 # -> F.silu; GELUTanh -> F.gelu(approximate="tanh"); GELUActivation -> F.gelu), which mlp() models.
@@ -76,23 +75,8 @@ class ModelSpec(BaseModel):
     def kv_dim(self) -> int:
         return self.num_kv_heads * self.head_dim
 
-    def layer_param_count(self) -> int:
-        d = self.hidden_size
-        attn = d * self.q_dim * 2 + d * self.kv_dim * 2
-        if self.attention_bias:
-            attn += self.q_dim + 2 * self.kv_dim
-        if self.is_moe:
-            mlp = self.num_experts * 3 * d * self.moe_intermediate_size + d * self.num_experts
-            if self.shared_expert_intermediate_size:
-                mlp += 3 * d * self.shared_expert_intermediate_size + d
-        else:
-            mlp = 3 * d * self.intermediate_size
-        return attn + mlp + NORMS_PER_LAYER.get(self.model_type, 2) * d
-
     def param_count(self) -> int:
-        embed = self.vocab_size * self.hidden_size
-        head = 0 if self.tie_word_embeddings else embed
-        return embed + head + self.num_layers * self.layer_param_count() + self.hidden_size
+        return model_params(self, 1).total(lambda p: p.numel)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], name: str = "inline") -> ModelSpec:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import NamedTuple
-
 from .allocator import CUDA_CONTEXT_BYTES, device_estimate, replay
 from .catalog import load_hardware, load_model
 from .errors import InputError
+from .methods import Methods
 from .report import Report, TierPeak
 from .runtimes.hf_steps import StepConfig, build_program
 from .simulator import Peak, simulate
@@ -16,10 +14,8 @@ from .workload import DTYPE_BYTES, Workload
 
 def step_config(w: Workload) -> StepConfig:
     model = load_model(w.model)
-    ckpt = w.method("activation-checkpointing")
-    lora = w.method("lora")
-    if lora and model.is_moe:
-        _check_moe_lora_targets(model, lora.targets)
+    for m in w.methods:
+        m.check(model, w)
     attention = w.attention
     if attention == "flash":
         if w.precision.compute == "fp32":
@@ -41,11 +37,8 @@ def step_config(w: Workload) -> StepConfig:
         seq=w.seq,
         dtype_bytes=DTYPE_BYTES[w.precision.compute],
         attention=attention,
-        optimizer=w.optimizer.name,
-        optimizer_impl=w.optimizer.impl,
-        checkpoint_every=ckpt.every if ckpt else 0,
-        lora_rank=lora.rank if lora else 0,
-        lora_targets=tuple(lora.targets) if lora else (),
+        optimizer=w.optimizer,
+        methods=Methods(tuple(w.methods)),
         new_tokens=w.generate,
         weights_dtype_bytes=DTYPE_BYTES[p.weights] if p.weights != p.compute else 0,
         sm=load_hardware(w.hardware).sm,
@@ -109,21 +102,6 @@ def predict(workload: Workload | dict) -> Report:
     )
 
 
-MOE_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-
-def _check_moe_lora_targets(model, targets) -> None:
-    """PEFT's target_modules match nn.Linear names; the experts are 3-D parameters of one module
-    (MixtralExperts / Qwen2MoeExperts), so `gate_proj`/`up_proj`/`down_proj` would miss them
-    (Mixtral: no such module; Qwen2-MoE: only the shared expert). Attention only, then."""
-    bad = [t for t in targets if t not in MOE_LORA_TARGETS]
-    if bad:
-        raise InputError(
-            f"methods.lora.targets: {', '.join(bad)} on the mixture of experts '{model.name}' is not modeled (PEFT's "
-            f"target_modules do not reach its 3-D expert weights); use {', '.join(MOE_LORA_TARGETS)}"
-        )
-
-
 def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> dict:
     """Each phase's step on the roofline (memsim/roofline.py), with the device's measured profile
     where one is committed: {"train": ...}, {"prefill": ...}, {"decode": one step against `seq`
@@ -131,6 +109,7 @@ def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> d
     `host_launch` (LaunchCosts fields: validate.run_host_launch) puts a run's host costs in place of
     the profile's."""
     from .catalog import load_measured
+    from .host_time import host_costs
     from .roofline import step_time
     from .runtimes.hf_steps import decode_program, prefill_program
     from .tape import recording_costs
@@ -145,7 +124,7 @@ def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> d
         with recording_costs():
             program = build()
         return step_time(program, hw, profile, w.precision.compute, cfg.dtype_bytes, mode,
-                         host_per_tape_kernel(profile, mode, lora=cfg.lora_rank > 0))
+                         host_costs(profile, mode, cfg.methods))
 
     if cfg.task == "train":
         return {"train": timed(lambda: build_program(cfg), "train")}
@@ -191,102 +170,3 @@ def phase_seconds(w: Workload, phases: dict) -> dict[str, float]:
     and its decode step new_tokens - 1 times."""
     steps = {"train": 1, "prefill": 1, "decode": max(w.generate - 1, 1) if w.task == "generate" else 1}
     return {name: st.seconds * steps[name] for name, st in phases.items()}
-
-
-class HostCosts(NamedTuple):
-    """What a step costs the host, from the profile's calibration steps (host_per_tape_kernel):
-    seconds per kernel the tape names (None: no counted calibration, the roofline's own), once a
-    call, and per Python call that issues no kernel (OpCost.host_calls: checkpoint's hooks)."""
-
-    per_kernel: float | None
-    per_call: float = 0.0
-    per_hook: float = 0.0
-
-
-def host_per_tape_kernel(profile, mode: str, lora: bool = False) -> HostCosts:
-    """The host's costs of a `mode` (train, prefill, decode) step, from the calibration step's
-    measured host time (calibration.HOST_CALIBRATION_STEPS; a LoRA training step's own where the
-    profile measured it) over the kernels the tape names for that same step. The tape names fewer
-    kernels than run (a backward's fills and reductions, cuDNN's helpers), and the host's time is
-    what a step pays. Where the profile measured the step at a second depth
-    (HOST_CALIBRATION_DEEP_LAYERS), the two give a line: a fixed part a call and a part per tape
-    kernel; else all of it per kernel. HostCosts(None) where the profile predates the kernel counts. A
-    decode step takes the calibration's decode step where the profile counted its kernels, the
-    prefill's figures otherwise: profiles before 2026-12-01 timed it against a cache that grew a
-    token a call, and cuDNN's attention built a graph for each new length (200-390 µs a kernel;
-    cropped back, 23 µs against its forward's 28). A training step's hooks (per_hook) cost what
-    the checkpointed calibration step took beyond that line, per hook its tape counts."""
-    launch = profile.launch if profile else None
-    if launch is None:
-        return HostCosts(None)
-    if mode == "train":
-        step = "lora-train" if lora and launch.hf_lora_train_kernels else "train"
-    else:
-        step = "decode" if mode == "decode" and launch.hf_decode_kernels else "forward"
-    line = _host_line(launch, step)
-    if line is None:
-        return HostCosts(None)
-    plain = line if step == "train" else _host_line(launch, "train") if mode == "train" else None
-    return HostCosts(*line, _per_hook(launch, *plain) if plain else 0.0)
-
-
-def _calibration_points(launch, step: str) -> list[tuple[float, int, int]]:
-    """(host seconds, tape kernels, tape host calls) of a calibration step as the profile measured
-    it: its own depth, then HOST_CALIBRATION_DEEP_LAYERS where measured; [] where not counted."""
-    from .calibration import HOST_CALIBRATION_DEEP_LAYERS
-
-    points = []
-    for (per_kernel, kernels), layers in ((launch.host_step(step), 0), (launch.deep_step(step), HOST_CALIBRATION_DEEP_LAYERS)):
-        if not kernels:
-            break
-        points.append((per_kernel * kernels, *_calibration_tape_counts(step, layers)))
-    return points
-
-
-def _host_line(launch, step: str) -> tuple[float, float] | None:
-    """(seconds per tape kernel, fixed seconds a call) of a calibration step: a line through its
-    two depths where both were measured and agree with one, else all of it per kernel."""
-    points = _calibration_points(launch, step)
-    if not points:
-        return None
-    (shallow_s, shallow_k, _), *deep = points
-    if deep:
-        deep_s, deep_k, _ = deep[0]
-        rate = (deep_s - shallow_s) / (deep_k - shallow_k)
-        fixed = shallow_s - rate * shallow_k
-        if rate > 0 and fixed >= 0:  # else the two disagree with a line (noise): per kernel alone
-            return rate, fixed
-    return shallow_s / shallow_k, 0.0
-
-
-def _per_hook(launch, rate: float, fixed: float) -> float:
-    """Host seconds per checkpoint hook (OpCost.host_calls): the checkpointed calibration step's
-    time beyond what the plain step's line gives its kernels, over its hooks; between its two
-    depths where both were measured (the excess that does not grow with depth is not the
-    hooks'). 0 where the profile did not measure it (before 2026-12-01)."""
-    excess = [(seconds - fixed - rate * tape, hooks) for seconds, tape, hooks in _calibration_points(launch, "ckpt-train")]
-    if not excess:
-        return 0.0
-    if len(excess) == 2 and excess[1][0] > excess[0][0]:
-        return (excess[1][0] - excess[0][0]) / (excess[1][1] - excess[0][1])
-    return max(excess[0][0], 0.0) / excess[0][1]
-
-
-@lru_cache(maxsize=16)
-def _calibration_tape_counts(step: str, layers: int = 0) -> tuple[int, int]:
-    """(kernels, host calls) the tape names for a calibration step (at `layers` layers: 0 for the
-    model's own)."""
-    from .calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ, HOST_CALIBRATION_STEPS
-    from .runtimes.hf_steps import decode_program, prefill_program
-    from .tape import recording_costs
-
-    task, methods = HOST_CALIBRATION_STEPS[step]
-    model = dict(HOST_CALIBRATION_MODEL, num_hidden_layers=layers or HOST_CALIBRATION_MODEL["num_hidden_layers"])
-    w = Workload.parse(dict(model=model, hardware="h100-sxm-80gb", task=task, methods=methods,
-                            batch=HOST_CALIBRATION_BATCH, seq=HOST_CALIBRATION_SEQ))
-    cfg = step_config(w)
-    with recording_costs():
-        program = {"train": build_program, "prefill": prefill_program,
-                   "decode": lambda c: decode_program(c, c.seq)}[task](cfg)
-    costs = [(seg.repeat, c) for seg in program.segments for c in seg.costs()]
-    return sum(n * c.kernels for n, c in costs), sum(n * c.host_calls for n, c in costs)

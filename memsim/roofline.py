@@ -62,8 +62,8 @@ class Rates:
             raise ValueError(f"hardware '{hw.name}' has no {dtype} peak or memory bandwidth")
         launch = profile.launch if profile else None
         self.kernel_floor = launch.gpu_kernel_s if launch else 0.0
-        # `host`: predict.HostCosts. A decode step is a forward (see predict.host_per_tape_kernel):
-        # the profiler's kernels' host cost, where the caller gives none per tape kernel.
+        # `host`: host_time.HostCosts. Where it gives no cost per tape kernel, the profiler's
+        # kernels' host cost of the train step, or of the forward for prefill and decode.
         host_per_kernel = host.per_kernel if host else None
         if host_per_kernel is None:
             host_per_kernel = launch.host_step("train" if mode == "train" else "forward")[0] if launch else 0.0
@@ -130,7 +130,7 @@ def _shape(cost: OpCost, dtype_bytes: int) -> tuple[int, int, int]:
 def kernel_seconds(cost: OpCost, rates: Rates, dtype_bytes: int) -> tuple[float, float, str]:
     """(seconds, flops, bound) of one kernel."""
     if cost.kind == "matmul" and len(cost.operands) == 3:
-        own = cost.dtype_bytes and cost.dtype_bytes != dtype_bytes  # fp32 LoRA adapters in a 16-bit step
+        own = cost.dtype_bytes and cost.dtype_bytes != dtype_bytes  # fp32 adapters in a 16-bit step
         m, n, k = _shape(cost, cost.dtype_bytes if own else dtype_bytes)
         dtype = _DTYPE_OF_BYTES[cost.dtype_bytes] if own else None
         # Forward [m, k] @ [k, n]; backward's input gradient [m, n] @ [n, k] and weight gradient
@@ -178,7 +178,7 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
     """The step's time: every kernel of the program's steady-state step, layers repeated, through
     the host's launch queue (_LaunchQueue). `dtype` (bf16, fp16, fp32) picks the measured
     products; `dtype_bytes` turns operand bytes into shapes; `mode` (train, prefill, decode) the
-    host's cost per kernel, unless `host` (predict.HostCosts: per kernel the tape names, once a
+    host's cost per kernel, unless `host` (host_time.HostCosts: per kernel the tape names, once a
     step before them, per hook) gives it."""
     rates = Rates(hw, profile, dtype, mode, host)
     agg: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0.0, 0.0, 0.0, defaultdict(float)])
@@ -216,7 +216,7 @@ def step_time(program: Program, hw: HardwareSpec, profile: MeasuredProfile | Non
         # Measured: 12 host-bound suite steps on two H200 machines ran 0.66x-1.73x as long as each
         # other (data/validation/repeatability-h200.csv); on one, a bare op took 3.1 or 5.5 us by
         # turns, whichever CPU it ran on (data/validation/host-noise-*-h200.json).
-        hooked = f" and runs {hooks:,} checkpoint hooks" if hooks else ""
+        hooked = f" and runs {hooks:,} saved-tensor hooks" if hooks else ""
         notes.append(f"host-bound: the host issues {sum(k.count for k in kernels):,} kernels{hooked} at the speed measured with "
                      f"the {profile.name} profile, and the step scales with the host's speed (the same steps on two "
                      f"H200 machines here ran 0.66x-1.73x as long as each other)")

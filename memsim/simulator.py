@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .params import CUDA_BLOCK_BYTES, cuda_rounded  # noqa: F401  (re-exported: the allocator's rounding)
 from .program import Program
 from .tape import CATEGORIES
-
-# c10/cuda/CUDACachingAllocator.cpp: kMinBlockSize = 512; every request is rounded up to it.
-CUDA_BLOCK_BYTES = 512
-
-
-def cuda_rounded(nbytes: int) -> int:
-    """Bytes the CUDA caching allocator counts as allocated for one request."""
-    return -(-nbytes // CUDA_BLOCK_BYTES) * CUDA_BLOCK_BYTES if nbytes > 0 else 0
 
 
 @dataclass

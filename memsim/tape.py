@@ -64,15 +64,16 @@ class OpCost:
     # A memory-bound kernel's access pattern (memsim.calibration.MEMORY_LAYOUTS): TensorIterator's
     # vectorized kernel for contiguous same-dtype operands, slower general ones otherwise.
     layout: str = "contiguous"
-    dtype_bytes: int = 0  # a product's element size where it is not the step's compute dtype's (fp32 LoRA)
+    dtype_bytes: int = 0  # a product's element size where it is not the step's compute dtype's (fp32 adapters)
     grads: str = ""  # a product's backward: the gradients it computes, "x" (input) and/or "w" (weight)
     group: tuple[int, int, int] = ()  # a grouped product's (grouped_mm) one group: m, n, k
     # What issues its kernels on the host: "" the step's modules and autograd (the host cost per
     # kernel measured on a calibration step), "op" one bare Python-level torch op per kernel (a
     # for-loop optimizer's: the cost of issuing a bare op, memsim calibrate's host_op_s).
     issued_by: str = ""
-    # Python calls that issue no kernel (kind "host"): checkpoint's hooks on each tensor autograd
-    # saves in a checkpointed region, at the host cost of one such call (predict.HostCosts).
+    # Python calls that issue no kernel (kind "host"): saved-tensor hooks (torch.autograd.graph.
+    # saved_tensors_hooks) on each tensor autograd saves in a recomputed region, at the host cost
+    # of one such call (host_time.HostCosts).
     host_calls: int = 0
 
 
@@ -105,6 +106,7 @@ class T:
     requires_grad: bool = False
     leaf: bool = False  # a parameter: its gradient goes to .grad
     has_grad: bool = False  # a parameter whose .grad already exists
+    grad_pending: int = 0  # bytes of a gradient from another use, waiting in autograd's InputBuffer
     size: int = -1  # logical bytes (a slice is smaller than its storage); -1: the storage's
 
     @property
@@ -239,6 +241,7 @@ class Tape:
                 continue
             temps: list[T] = []
             produced: list[tuple[T, T]] = []
+            leaf_grads: list[tuple[T, T]] = []  # reach AccumulateGrad once this node is done
             for step in node.recipe:
                 kind = step[0]
                 if kind == "tmp":
@@ -252,7 +255,7 @@ class Tape:
                     produced.append((x, self._hold(grad_out)))
                 elif x.leaf:
                     nbytes = step[2] if len(step) > 2 else x.nbytes
-                    self._accumulate_leaf(x, self.new(f"grad.{x.name}", nbytes, GRADIENTS))
+                    leaf_grads.append((x, self.new(f"grad.{x.name}", nbytes, GRADIENTS)))
                 else:
                     nbytes = step[2] if len(step) > 2 else x.nbytes
                     produced.append((x, self.new(f"grad.{x.name}", nbytes, TEMPORARIES)))
@@ -262,6 +265,8 @@ class Tape:
             self.drop(grad_out)
             self.drop(*node.saved)
             node.saved = []
+            for x, g in leaf_grads:
+                self._accumulate_leaf(x, g)
             for x, g in produced:
                 self._accumulate(pending, x, g)
         return pending
@@ -297,8 +302,17 @@ class Tape:
 
     def _accumulate_leaf(self, p: T, g: T) -> None:
         # torch/csrc/autograd/functions/accumulate_grad.h: with .grad unset (zero_grad's default
-        # set_to_none=True) the gradient is stolen, no copy; a second one is added in place.
-        if p.has_grad:
+        # set_to_none=True) the gradient is stolen, no copy. A parameter used twice in the step
+        # (a tied embedding and head) has its first gradient waiting in autograd's InputBuffer:
+        # that one, mm's transposed grad_weight, cannot be added into in place
+        # (input_buffer.cpp, can_accumulate_inplace), so the sum is a third tensor, then stolen.
+        if p.grad_pending:
+            total = self.new(f"grad.{p.name}.sum", max(g.nbytes, p.grad_pending), GRADIENTS)  # then .grad
+            if self.costs:
+                self.events.append((OpCost(f"grad.{p.name}.sum", "memory", p.grad_pending + g.nbytes + total.nbytes), COST, 0))
+            self.events.append((p.grad_pending, GRADIENTS, -1))  # the first use's gradient
             self.drop(g)
-        else:
-            p.has_grad = True
+            p.grad_pending = 0
+        elif p.has_grad:  # a .grad from an earlier backward: added in place
+            self.drop(g)
+        p.has_grad = True

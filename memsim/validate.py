@@ -200,11 +200,11 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
     return pd.DataFrame(rows)
 
 
-def run_host_launch(m: Measurement) -> dict[str, float]:
-    """The host costs of the host a run ran on, as calibration.LaunchCosts fields: the calibration
-    steps the run timed after its steps (host_launch), as `memsim calibrate` times them; empty
-    where it measured none. The bare-op host index around each step (Measurement.host_index_s)
-    does not scale the profile: measured on H200s on 2026-12-01 it read 8-12 µs an op around the
+def run_host_launch(m: Measurement) -> dict:
+    """The host costs of the host a run ran on, for calibration.LaunchCosts.measured_again: the
+    calibration steps the run timed after its steps (host_launch), as `memsim calibrate` times
+    them; empty where it measured none. The bare-op host index around each step (Measurement.
+    host_index_s) does not scale the profile: measured on H200s it read 8-12 µs an op around the
     suite's steps and 3.9 µs in calibrate's launch section, while the same runs' calibration steps
     cost the host what the profile's did (forward 20-40 against 26 µs a kernel); scaled by it, the
     training steps came out 124% (median) too long. Within one run it follows the steps' spread

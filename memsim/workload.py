@@ -7,17 +7,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from .errors import InputError, suggest
-from .methods.lora import DEFAULT_TARGETS
-from .optimizers import IMPLS, OPTIMIZERS
+from .methods import DEFAULT_OPTIMIZER, METHODS, OPTIMIZERS, Method, Optimizer, parse_method, parse_optimizer
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 TASKS = ("train", "prefill", "decode", "generate")
 ATTENTIONS = ("sdpa", "eager", "flash")
 RUNTIMES = ("hf-transformers",)
-LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class Precision(BaseModel):
@@ -30,68 +28,6 @@ class Precision(BaseModel):
     compute: Literal["fp32", "bf16", "fp16"] = "bf16"
 
 
-class Optimizer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = "adamw"
-    impl: str = "foreach"
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v):
-        if v not in OPTIMIZERS:
-            raise ValueError(f"'{v}' is not one of {', '.join(OPTIMIZERS)}{suggest(v, OPTIMIZERS)}")
-        return v
-
-    @field_validator("impl")
-    @classmethod
-    def _impl(cls, v):
-        if v not in IMPLS:
-            raise ValueError(f"'{v}' is not one of {', '.join(IMPLS)}{suggest(v, IMPLS)}")
-        return v
-
-
-class ActivationCheckpointing(BaseModel):
-    """torch.utils.checkpoint around decoder layers (transformers' gradient_checkpointing_enable):
-    every layer, or every k-th one. Chen et al., "Training Deep Nets with Sublinear Memory Cost",
-    2016 (arXiv:1604.06174)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: Literal["activation-checkpointing"] = "activation-checkpointing"
-    every: int = Field(1, ge=1)
-
-
-class Lora(BaseModel):
-    """PEFT LoRA adapters on the named linear layers, base frozen (memsim/methods/lora.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: Literal["lora"] = "lora"
-    rank: int = Field(8, ge=1)
-    targets: list[str] = list(DEFAULT_TARGETS)
-
-    @field_validator("targets")
-    @classmethod
-    def _targets(cls, v):
-        bad = [t for t in v if t not in LINEAR_NAMES]
-        if bad or not v:
-            raise ValueError(f"unknown target(s) {bad or '[]'}; valid: {', '.join(LINEAR_NAMES)}")
-        return v
-
-
-METHODS = {"activation-checkpointing": ActivationCheckpointing, "lora": Lora}
-
-
-def parse_method(item) -> BaseModel:
-    if isinstance(item, BaseModel):
-        return item
-    spec = {"name": item} if isinstance(item, str) else dict(item) if isinstance(item, dict) else None
-    if spec is None or "name" not in spec:
-        raise ValueError("each method is a kebab-case name or a mapping with 'name' and its parameters")
-    name = spec["name"]
-    if name not in METHODS:
-        raise ValueError(f"unknown method '{name}'{suggest(name, METHODS)}; known: {', '.join(METHODS)}")
-    return METHODS[name](**spec)
-
-
 class Workload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -102,14 +38,21 @@ class Workload(BaseModel):
     seq: int = Field(1024, ge=1)
     generate: int = Field(0, ge=0, description="new tokens, for task=generate")
     precision: Precision = Precision()
-    optimizer: Optimizer = Optimizer()
+    optimizer: SerializeAsAny[Optimizer] = Field(default_factory=lambda: parse_optimizer(DEFAULT_OPTIMIZER))
     attention: Literal["sdpa", "eager", "flash"] = "sdpa"
-    methods: list[Any] = []
+    methods: list[SerializeAsAny[Method]] = []
     runtime: Literal["hf-transformers"] = "hf-transformers"
 
-    @field_validator("methods")
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer(cls, v):
+        return parse_optimizer(v)
+
+    @field_validator("methods", mode="before")
     @classmethod
     def _methods(cls, v):
+        if not isinstance(v, (list, tuple)):
+            raise ValueError("a list of methods (names or mappings with 'name')")
         parsed = [parse_method(m) for m in v]
         names = [m.name for m in parsed]
         dup = {n for n in names if names.count(n) > 1}
@@ -127,12 +70,13 @@ class Workload(BaseModel):
             )
         if self.task == "generate" and self.generate < 1:
             raise ValueError("generate: task=generate needs generate >= 1 (new tokens)")
-        if self.task != "train" and self.methods:
-            raise ValueError(f"methods: {', '.join(m.name for m in self.methods)} apply to task=train only")
+        for m in self.methods:
+            if self.task not in m.tasks:
+                raise ValueError(f"methods: {m.name} applies to task={' or '.join(m.tasks)} only, not {self.task}")
+            clash = [o.name for o in self.methods if o.name in m.conflicts]
+            if clash:
+                raise ValueError(f"methods: {m.name} cannot be combined with {', '.join(clash)}")
         return self
-
-    def method(self, name: str):
-        return next((m for m in self.methods if m.name == name), None)
 
     @classmethod
     def parse(cls, data: dict) -> Workload:
@@ -164,6 +108,9 @@ def describe(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"] if not isinstance(x, int)) or "workload"
     msg = err["msg"].removeprefix("Value error, ")
+    head, _, rest = msg.partition(": ")
+    if loc in ("methods", "optimizer") and rest and " " not in head:  # a method's own parameter
+        return f"{loc}.{head}: {rest}"
     if err["type"] == "extra_forbidden":
         field = str(err["loc"][-1])
         return f"{loc}: unknown field{suggest(field, _fields_at(err['loc']))}"
@@ -173,6 +120,9 @@ def describe(e: ValidationError) -> str:
 
 
 def _fields_at(loc) -> list[str]:
-    models = {"precision": Precision, "optimizer": Optimizer}
-    model = models.get(str(loc[0]), Workload) if len(loc) > 1 else Workload
-    return list(model.model_fields)
+    """The fields valid where an unknown one was given (a method's or optimizer's own)."""
+    if len(loc) > 1 and loc[0] == "precision":
+        return list(Precision.model_fields)
+    if len(loc) > 1 and loc[0] in ("optimizer", "methods"):
+        return sorted({f for cls in (*METHODS.values(), *OPTIMIZERS.values()) for f in cls.model_fields})
+    return list(Workload.model_fields)

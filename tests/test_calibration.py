@@ -168,29 +168,96 @@ def test_a_train_steps_host_time_splits_into_its_phases():
     assert phases["forward"] == pytest.approx([1e-3, 100])
     assert phases["backward"] == pytest.approx([2.6e-3, 200])  # forward-backward less forward
     assert phases["optimizer"] == pytest.approx([4e-4, 20])
-    launch = MeasuredProfile.from_path(H200).launch.model_copy(update={"hf_train_phases": phases})
-    assert launch.hf_train_phases["backward"][1] == 200
+    launch = MeasuredProfile.from_path(H200).launch.model_copy(update={"phases": {"train": phases}})
+    assert launch.phases["train"]["backward"][1] == 200
 
 
 def test_a_runs_own_host_measure_moves_the_deep_steps_with_the_shallow_ones():
     launch = MeasuredProfile.from_path(H200).launch
-    launch = launch.model_copy(update={"hf_deep": {"forward": [20e-6, 700], "train": [25e-6, 2000]}})
-    run = launch.measured_again({"hf_forward_host_per_kernel_s": 1.5 * launch.hf_forward_host_per_kernel_s})
-    assert run.hf_forward_host_per_kernel_s == pytest.approx(1.5 * launch.hf_forward_host_per_kernel_s)
-    assert run.deep_step("forward") == (pytest.approx(30e-6), 700)  # moved as its shallow step did
-    assert run.deep_step("train") == (pytest.approx(25e-6), 2000)  # the run did not measure train again
+    launch = launch.model_copy(update={"deep": {"forward": [20e-6, 700], "train": [25e-6, 2000]}})
+    per_kernel, kernels = launch.host_step("forward")
+    # A run's host_launch as runs write it, and as older runs did (a field per figure).
+    for fields in ({"steps": {"forward": [1.5 * per_kernel, kernels]}}, {"hf_forward_host_per_kernel_s": 1.5 * per_kernel}):
+        run = launch.measured_again(fields)
+        assert run.host_step("forward") == (pytest.approx(1.5 * per_kernel), kernels)
+        assert run.deep_step("forward") == (pytest.approx(30e-6), 700)  # moved as its shallow step did
+        assert run.deep_step("train") == (pytest.approx(25e-6), 2000)  # the run did not measure train again
+        assert run.host_step("decode") == launch.host_step("decode")
     assert launch.measured_again({}) is launch and launch.deep_step("lora-train") == (0.0, 0)
+
+
+# Every committed profile, written with a field per calibration step.
+OLD_FORMAT_PROFILES = [*sorted((ROOT / "hardware" / "measured").glob("*.yaml")), ROOT / "data" / "validation" / "h200-machine-f.yaml"]
+
+
+@pytest.mark.parametrize("path", OLD_FORMAT_PROFILES, ids=lambda p: p.name)
+def test_a_profile_with_a_field_per_calibration_step_loads_into_steps(path):
+    import yaml
+
+    from memsim.calibration import LaunchCosts
+
+    raw = yaml.safe_load(path.read_text())["launch"]
+    assert any(k.startswith("hf_") for k in raw)  # the committed profiles keep the older form
+    launch = MeasuredProfile.from_path(path).launch
+    for step in ("forward", "train", "decode", "lora-train", "ckpt-train"):
+        field = "hf_" + step.replace("-", "_")
+        assert launch.host_step(step) == (raw.get(f"{field}_host_per_kernel_s", 0.0), raw.get(f"{field}_kernels", 0))
+        assert launch.deep_step(step) == tuple(raw.get("hf_deep", {}).get(step, (0.0, 0)))
+    assert launch.phases == {step: raw[f"hf_{step.replace('-', '_')}_phases"] for step in ("train", "lora-train")
+                             if f"hf_{step.replace('-', '_')}_phases" in raw}
+    # Its upgraded form reads the same.
+    again = LaunchCosts(**launch.model_dump())
+    assert again == launch and not any(k.startswith("hf_") for k in launch.model_dump())
+
+
+def test_a_profile_in_the_steps_form_round_trips(tmp_path):
+    profile = MeasuredProfile.from_path(H200)
+    path = tmp_path / "h200.yaml"
+    path.write_text(profile.to_yaml())
+    assert "hf_" not in path.read_text() and "steps:" in path.read_text()
+    again = MeasuredProfile.from_path(path)
+    assert again.launch == profile.launch and again == profile
+
+
+def test_a_profile_without_the_forward_and_train_steps_is_a_one_line_error(tmp_path):
+    import yaml
+
+    raw = yaml.safe_load(H200.read_text())
+    raw["launch"] = {"gpu_kernel_s": 1e-6, "host_op_s": 5e-6, "steps": {"decode": [2e-5, 180]}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError) as e:
+        MeasuredProfile.from_path(path)
+    assert "\n" not in str(e.value) and "forward and train" in str(e.value)
+
+
+def test_every_methods_host_step_is_a_calibration_step():
+    from memsim.calibration import HOST_CALIBRATION_STEPS
+    from memsim.methods import METHODS
+
+    assert {"forward", "train", "decode"} <= set(HOST_CALIBRATION_STEPS)
+    own = {cls.host_step: cls for cls in METHODS.values() if cls.host_step}
+    assert own and set(own) <= set(HOST_CALIBRATION_STEPS)
+    for step, cls in own.items():
+        assert HOST_CALIBRATION_STEPS[step] == ("train", list(cls.host_methods))
 
 
 def test_the_host_calibration_steps_run_through_on_the_cpu():
     # On a GPU these time the host; here they only run (no CUDA kernels to count), so that a
     # broken step fails in CI and not in a device session.
-    from executors.host_costs import _hf_host_per_kernel
+    from executors.host_costs import _hf_host_per_kernel, phase_steps, step_figures, train_phases
+    from memsim.calibration import HOST_CALIBRATION_STEPS, LaunchCosts
 
     out = _hf_host_per_kernel(quiet=True, device="cpu")
     parts = [f"{p}:{w}" for p in ("train", "lora-train") for w in ("forward", "forward-backward", "optimizer")]
     assert set(out) == {"forward", "train", "lora-train", "decode", "ckpt-train", *parts}
+    assert set(out) == {*HOST_CALIBRATION_STEPS, *(f"{p}:{w}" for p in phase_steps() for w in ("forward", "forward-backward",
+                                                                                                 "optimizer"))}
     assert all(per > 0 and kernels == 0 for per, kernels in out.values())
+    # What launches() writes of them reads back as a launch section.
+    launch = LaunchCosts(gpu_kernel_s=1e-6, host_op_s=5e-6, steps=step_figures(out),
+                         phases={step: train_phases(out, step) for step in phase_steps()})
+    assert launch.host_step("ckpt-train") == (out["ckpt-train"][0], 0) and set(launch.phases) == {"train", "lora-train"}
 
 
 def test_the_launch_section_keeps_each_steps_median_round():

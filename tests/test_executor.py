@@ -158,9 +158,9 @@ def test_a_runs_own_host_speed_predicts_its_host_bound_steps():
     case = next(c for c in cases if c.id == "qwen0.5b-decode-b32s2048")
     m = read_results(Path("data/validation/h200.jsonl"))[case.id]
     launch = load_measured("h200").launch
-    assert launch.hf_decode_kernels  # a decode step is timed on the calibration's decode step
-    slow = m.model_copy(update={"host_launch": {"hf_decode_host_per_kernel_s": 2 * launch.hf_decode_host_per_kernel_s,
-                                                "hf_decode_kernels": launch.hf_decode_kernels}})
+    per_kernel, kernels = launch.host_step("decode")
+    assert kernels  # a decode step is timed on the calibration's decode step
+    slow = m.model_copy(update={"host_launch": {"steps": {"decode": [2 * per_kernel, kernels]}}})
     row = comparison([case], {case.id: slow}).iloc[0]
     assert row["predicted_step_run_host_s"] == pytest.approx(2 * row["predicted_step_s"], rel=0.05)  # host-bound
     import math

@@ -9,6 +9,7 @@ from memsim.errors import InputError
 from memsim.model import ModelSpec
 from memsim.predict import step_config
 from memsim.program import Program
+from memsim.methods import ActivationCheckpointing, Methods
 from memsim.runtimes.hf_steps import StepConfig, _cache_static, _layer_runs, param_sizes
 from memsim.simulator import cuda_rounded
 
@@ -64,7 +65,8 @@ def test_alternating_layers_repeat_as_pairs():
     cfg = StepConfig(m, "train", 1, 16, 2)
     runs = _layer_runs(cfg, list(m.layer_types))
     assert [(first, n, len(block)) for first, n, block in runs] == [(True, 1, 1), (False, 20, 2), (False, 1, 1)]
-    ckpt = _layer_runs(StepConfig(m, "train", 1, 16, 2, checkpoint_every=3), list(m.layer_types))
+    every_third = Methods((ActivationCheckpointing(every=3),))
+    ckpt = _layer_runs(StepConfig(m, "train", 1, 16, 2, methods=every_third), list(m.layer_types))
     assert sum(n * len(block) for _, n, block in ckpt) == 42 and len(ckpt) <= 6
 
 

@@ -120,59 +120,45 @@ def test_the_launch_queue_lies_between_the_longer_and_the_sum_of_host_and_gpu():
     assert q.gpu == pytest.approx(101 * 10e-6 + 5e-3 + 100 * 1e-6)  # the queued tiny kernels run back to back
 
 
-def test_foreach_steps_launch_by_multi_tensor_apply_chunks():
-    from memsim.optimizers import Param, Params, multi_tensor_launches, step_cost
-
-    billion = Params(prefix=(), layer=(Param(2**15, 2**15, 2),), layers=1)  # 2**30 elements
-    assert multi_tensor_launches(billion) == -(-(2**30) // (65536 * 320)) == 52
-    many_small = Params(prefix=(), layer=(Param(64, 0, 2),), layers=480)
-    assert multi_tensor_launches(many_small) == 10  # 48 tensors a launch
-    assert [k.kernels for k in step_cost("adamw", "foreach", billion)] == [8 * multi_tensor_launches(billion)]
-    assert [(k.kernels, k.one_at_a_time) for k in step_cost("adamw", "for-loop", many_small)] == [(8 * 480, True)]
+def _with_launch(profile, steps=None, deep=None):
+    """`profile` with these calibration steps' figures ({step: [host seconds per kernel, kernels]})
+    in place of its own, and `deep` in place of its deep steps where given."""
+    launch = profile.launch
+    update = {"steps": launch.steps | (steps or {}), "deep": launch.deep if deep is None else deep}
+    return profile.model_copy(update={"launch": launch.model_copy(update=update)})
 
 
-def test_adafactor_issues_its_norms_one_parameter_at_a_time_in_both_implementations():
-    from memsim.optimizers import ADAFACTOR_KERNELS, Param, Params, multi_tensor_launches, step_cost
+def _lora():
+    from memsim.methods import Methods, parse_method
 
-    params = Params(prefix=(Param(64, 64, 2),), layer=(Param(256, 256, 2), Param(256, 0, 2)), layers=10)
-    matrices, vectors = params.only(lambda p: p.is_matrix), params.only(lambda p: not p.is_matrix)
-    assert (matrices.count, vectors.count) == (11, 10)
-    loop = step_cost("adafactor", "for-loop", params)
-    assert all(k.one_at_a_time for k in loop) and sum(k.kernels for k in loop) == 22 * 11 + 11 * 10
-    foreach = step_cost("adafactor", "foreach", params)
-    per_param = sum(k.kernels for k in foreach if k.one_at_a_time)
-    assert per_param == 10 * 11 + 5 * 10  # the norms, their .item()s, the factors' own ops
-    lists = sum(k.kernels for k in foreach if not k.one_at_a_time)
-    assert lists == 7 * multi_tensor_launches(matrices) + 6 + 7 * multi_tensor_launches(vectors)
-    # Every element of the full-size tensors read and written as the source's ops do.
-    assert sum(k.bytes for k in loop) == 17 * matrices.total() + 20 * vectors.total()
-    assert ADAFACTOR_KERNELS["foreach"]["matrix"][0] + ADAFACTOR_KERNELS["foreach"]["matrix"][2] == 19  # one more mul_ (alphas)
+    return Methods((parse_method({"name": "lora"}),))
 
 
 def test_host_cost_per_tape_kernel_comes_from_the_calibration_step():
     from memsim.catalog import load_measured
-    from memsim.predict import _calibration_tape_counts, host_per_tape_kernel
+    from memsim.host_time import _calibration_tape_counts, host_costs
 
     # Measured at one depth: all of it per kernel.
-    committed = load_measured("h200")
-    h200 = committed.model_copy(update={"launch": committed.launch.model_copy(update={"hf_deep": {}})})
+    h200 = _with_launch(load_measured("h200"), deep={})
     launch = h200.launch
     tape = lambda step: _calibration_tape_counts(step)[0]
-    expected = launch.hf_train_host_per_kernel_s * launch.hf_train_kernels / tape("train")
-    assert host_per_tape_kernel(h200, "train")[:2] == pytest.approx((expected, 0.0))
-    assert tape("train") < launch.hf_train_kernels  # the tape names fewer kernels than run
-    unmeasured = h200.model_copy(update={"launch": launch.model_copy(update={"hf_lora_train_kernels": 0})})
-    assert host_per_tape_kernel(unmeasured, "train", lora=True)[:2] == pytest.approx((expected, 0.0))  # no LoRA step measured: the plain one
-    lora = h200.model_copy(update={"launch": launch.model_copy(update={"hf_lora_train_host_per_kernel_s": 1e-4,
-                                                                       "hf_lora_train_kernels": 900})})
-    assert host_per_tape_kernel(lora, "train", lora=True).per_kernel == pytest.approx(1e-4 * 900 / tape("lora-train"))
-    assert host_per_tape_kernel(load_measured("h100-sxm-80gb"), "train") == (None, 0.0, 0.0)  # no kernel counts there
+    per_kernel, kernels = launch.host_step("train")
+    expected = per_kernel * kernels / tape("train")
+    assert host_costs(h200, "train")[:2] == pytest.approx((expected, 0.0))
+    assert tape("train") < kernels  # the tape names fewer kernels than run
+    unmeasured = _with_launch(h200, {"lora-train": [launch.host_step("lora-train")[0], 0]})
+    assert host_costs(unmeasured, "train", _lora())[:2] == pytest.approx((expected, 0.0))  # no LoRA step measured: the plain one
+    lora = _with_launch(h200, {"lora-train": [1e-4, 900]})
+    assert host_costs(lora, "train", _lora()).per_kernel == pytest.approx(1e-4 * 900 / tape("lora-train"))
+    assert host_costs(lora, "train").per_kernel == pytest.approx(expected)  # without LoRA, the plain step's
+    assert host_costs(load_measured("h100-sxm-80gb"), "train") == (None, 0.0, 0.0)  # no kernel counts there
 
 
 def test_checkpoints_hooks_cost_the_host_what_the_checkpointed_calibration_step_took_beyond_its_kernels():
     from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS as DEEP, HOST_CALIBRATION_MODEL
     from memsim.catalog import load_measured
-    from memsim.predict import _calibration_tape_counts, host_per_tape_kernel, phase_times
+    from memsim.host_time import _calibration_tape_counts, host_costs
+    from memsim.predict import phase_times
 
     # The tape: every tensor a checkpointed layer saves, packed twice and unpacked once.
     (kernels, hooks), (deep_kernels, deep_hooks) = _calibration_tape_counts("ckpt-train"), _calibration_tape_counts("ckpt-train", DEEP)
@@ -183,42 +169,43 @@ def test_checkpoints_hooks_cost_the_host_what_the_checkpointed_calibration_step_
     h200 = load_measured("h200")
     line = lambda tape: 1e-3 + 20e-6 * tape
     plain, deep_plain = _calibration_tape_counts("train")[0], _calibration_tape_counts("train", DEEP)[0]
-    launch = h200.launch.model_copy(update={
-        "hf_train_host_per_kernel_s": line(plain) / round(1.1 * plain), "hf_train_kernels": round(1.1 * plain),
-        "hf_ckpt_train_host_per_kernel_s": (line(kernels) + 8e-6 * hooks) / round(1.1 * kernels),
-        "hf_ckpt_train_kernels": round(1.1 * kernels),
-        "hf_deep": {"train": [line(deep_plain) / round(1.1 * deep_plain), round(1.1 * deep_plain)],
-                    "ckpt-train": [(line(deep_kernels) + 8e-6 * deep_hooks) / round(1.1 * deep_kernels), round(1.1 * deep_kernels)]}})
-    profile = h200.model_copy(update={"launch": launch})
-    costs = host_per_tape_kernel(profile, "train")
+    profile = _with_launch(h200, {
+        "train": [line(plain) / round(1.1 * plain), round(1.1 * plain)],
+        "ckpt-train": [(line(kernels) + 8e-6 * hooks) / round(1.1 * kernels), round(1.1 * kernels)]},
+        deep={"train": [line(deep_plain) / round(1.1 * deep_plain), round(1.1 * deep_plain)],
+              "ckpt-train": [(line(deep_kernels) + 8e-6 * deep_hooks) / round(1.1 * deep_kernels), round(1.1 * deep_kernels)]})
+    costs = host_costs(profile, "train")
     assert costs.per_kernel == pytest.approx(20e-6, rel=1e-2) and costs.per_hook == pytest.approx(8e-6, rel=2e-2)
-    assert host_per_tape_kernel(profile, "prefill").per_hook == 0.0
-    # A checkpointed step pays its hooks; without a checkpointed calibration step, none.
+    assert host_costs(profile, "prefill").per_hook == 0.0
+    # A checkpointed step pays its hooks; without a checkpointed calibration step, none (a run's
+    # host_launch in either form saying so).
     w = dict(model="tinyllama-1.1b", hardware="h200", batch=1, seq=32, methods=["activation-checkpointing"])
     step = phase_times(w)["train"]
-    assert step.host_seconds > phase_times(w, {"hf_ckpt_train_kernels": 0})["train"].host_seconds
-    assert step.bound == "host" and any("checkpoint hooks" in a for a in step.assumptions)
+    unhooked = phase_times(w, {"steps": {"ckpt-train": [h200.launch.host_step("ckpt-train")[0], 0]}})["train"]
+    assert step.host_seconds > unhooked.host_seconds
+    assert phase_times(w, {"hf_ckpt_train_kernels": 0})["train"].host_seconds == unhooked.host_seconds
+    assert step.bound == "host" and any("saved-tensor hooks" in a for a in step.assumptions)
 
 
 def test_two_depths_split_a_steps_host_time_into_a_fixed_part_and_a_part_per_kernel(monkeypatch):
     from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
     from memsim.catalog import load_measured
-    from memsim.predict import _calibration_tape_counts, host_per_tape_kernel, phase_times
+    from memsim.host_time import _calibration_tape_counts, host_costs
+    from memsim.predict import phase_times
 
     h200 = load_measured("h200")
     shallow, deep = _calibration_tape_counts("forward")[0], _calibration_tape_counts("forward", HOST_CALIBRATION_DEEP_LAYERS)[0]
     assert deep > 3 * shallow
     # Calibration steps that took 1 ms + 20 µs a tape kernel (the profiler counts 10% more kernels).
     per_profiled = lambda tape: (1e-3 + 20e-6 * tape) / round(1.1 * tape)
-    launch = h200.launch.model_copy(update={
-        "hf_forward_host_per_kernel_s": per_profiled(shallow), "hf_forward_kernels": round(1.1 * shallow),
-        "hf_deep": {"forward": [per_profiled(deep), round(1.1 * deep)]}, "hf_decode_kernels": 0})  # decode: the forward's
-    two = h200.model_copy(update={"launch": launch})
-    rate, fixed, _ = host_per_tape_kernel(two, "prefill")
+    two = _with_launch(h200, {"forward": [per_profiled(shallow), round(1.1 * shallow)],
+                              "decode": [h200.launch.host_step("decode")[0], 0]},  # decode: the forward's
+                       deep={"forward": [per_profiled(deep), round(1.1 * deep)]})
+    rate, fixed, _ = host_costs(two, "prefill")
     assert rate == pytest.approx(20e-6, rel=1e-3) and fixed == pytest.approx(1e-3, rel=1e-2)
     # A deep model's host time: the fixed part once, not spread over its every layer.
-    one = h200.model_copy(update={"launch": launch.model_copy(update={"hf_deep": {}})})
-    assert host_per_tape_kernel(one, "prefill")[1] == 0.0
+    one = _with_launch(two, deep={})
+    assert host_costs(one, "prefill")[1] == 0.0
     import memsim.catalog as catalog
 
     w = dict(model="tinyllama-1.1b", hardware="h200", task="decode", batch=1, seq=128)
@@ -239,16 +226,17 @@ def test_moe_experts_run_at_one_experts_product_rate():
 
 def test_a_for_loop_optimizers_kernels_cost_the_host_a_bare_op_each():
     from memsim.catalog import load_measured
-    from memsim.predict import host_per_tape_kernel, phase_times
+    from memsim.host_time import host_costs
+    from memsim.predict import phase_times
 
     base = dict(model="tinyllama-1.1b", hardware="h200", batch=1, seq=256)
     loop, foreach = (phase_times(dict(base, optimizer={"impl": impl}))["train"] for impl in ("for-loop", "foreach"))
     opt = {impl: next(k for k in st.kernels if k.name == "optimizer.step") for impl, st in (("loop", loop), ("foreach", foreach))}
     launch = load_measured("h200").launch
-    assert launch.host_op_s < launch.hf_train_host_per_kernel_s  # a bare op issues faster than a module's kernel
+    assert launch.host_op_s < launch.host_step("train")[0]  # a bare op issues faster than a module's kernel
     # Same forward and backward; the optimizer's kernels at the bare op's host cost, the foreach's at the step's.
     extra = loop.host_seconds - foreach.host_seconds
-    per_kernel = host_per_tape_kernel(load_measured("h200"), "train").per_kernel  # a tape kernel's, beyond the call's fixed part
+    per_kernel = host_costs(load_measured("h200"), "train").per_kernel  # a tape kernel's, beyond the call's fixed part
     assert extra == pytest.approx(opt["loop"].count * launch.host_op_s - opt["foreach"].count * per_kernel, rel=1e-6)
 
 
@@ -324,19 +312,17 @@ def test_a_cudnn_decode_step_says_a_new_key_length_costs_a_graph_build():
 def test_a_decode_step_takes_the_calibrations_decode_where_its_kernels_were_counted():
     from memsim.calibration import HOST_CALIBRATION_DEEP_LAYERS
     from memsim.catalog import load_measured
-    from memsim.predict import _calibration_tape_counts, host_per_tape_kernel
+    from memsim.host_time import _calibration_tape_counts, host_costs
 
     committed = load_measured("h200")
-    assert committed.launch.hf_decode_kernels  # measured on a cache cropped back a call
-    h200 = committed.model_copy(update={"launch": committed.launch.model_copy(update={"hf_decode_kernels": 0})})
-    assert host_per_tape_kernel(h200, "decode") == host_per_tape_kernel(h200, "prefill")  # uncounted: not used
+    assert committed.launch.host_step("decode")[1]  # measured on a cache cropped back a call
+    h200 = _with_launch(committed, {"decode": [committed.launch.host_step("decode")[0], 0]})
+    assert host_costs(h200, "decode") == host_costs(h200, "prefill")  # uncounted: not used
     shallow, deep = _calibration_tape_counts("decode")[0], _calibration_tape_counts("decode", HOST_CALIBRATION_DEEP_LAYERS)[0]
     assert shallow > 0 and deep > 3 * shallow
     per_profiled = lambda tape: (0.5e-3 + 15e-6 * tape) / round(1.2 * tape)  # 0.5 ms + 15 µs a tape kernel
-    launch = h200.launch.model_copy(update={
-        "hf_decode_host_per_kernel_s": per_profiled(shallow), "hf_decode_kernels": round(1.2 * shallow),
-        "hf_deep": {**h200.launch.hf_deep, "decode": [per_profiled(deep), round(1.2 * deep)]}})
-    measured = h200.model_copy(update={"launch": launch})
-    rate, fixed, _ = host_per_tape_kernel(measured, "decode")
+    measured = _with_launch(h200, {"decode": [per_profiled(shallow), round(1.2 * shallow)]},
+                            deep={**h200.launch.deep, "decode": [per_profiled(deep), round(1.2 * deep)]})
+    rate, fixed, _ = host_costs(measured, "decode")
     assert rate == pytest.approx(15e-6, rel=1e-2) and fixed == pytest.approx(0.5e-3, rel=3e-2)
-    assert host_per_tape_kernel(measured, "prefill") == host_per_tape_kernel(h200, "prefill")
+    assert host_costs(measured, "prefill") == host_costs(h200, "prefill")

@@ -1,0 +1,90 @@
+"""The registry: every method and optimizer memsim models, by the name a workload gives it.
+
+An explicit list (no discovery): adding a method is its module and one line here.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from ..errors import suggest
+from .activation_checkpointing import ActivationCheckpointing
+from .adafactor import Adafactor
+from .adamw import Adam, AdamW
+from .adamw4bit import AdamW4bit
+from .adamw8bit import AdamW8bit
+from .adamw_fp8 import AdamWFp8
+from .base import LayerPlan, LinearSite, Method, Methods
+from .lisa import Lisa
+from .lora import Lora
+from .optimizer import Optimizer
+from .sgd import SGD, SGDMomentum
+
+METHODS: dict[str, type[Method]] = {m.model_fields["name"].default: m for m in (ActivationCheckpointing, Lora, Lisa)}
+OPTIMIZERS: dict[str, type[Optimizer]] = {o.model_fields["name"].default: o for o in (AdamW, Adam, SGD, SGDMomentum, Adafactor, AdamW8bit, AdamW4bit, AdamWFp8)}
+
+
+def _spec(item, what: str) -> dict:
+    if isinstance(item, str):
+        return {"name": item}
+    if isinstance(item, dict) and "name" in item:
+        return dict(item)
+    raise ValueError(f"each {what} is a kebab-case name or a mapping with 'name' and its parameters")
+
+
+def parse_method(item) -> Method:
+    if isinstance(item, Method):
+        return item
+    spec = _spec(item, "method")
+    name = spec["name"]
+    if name not in METHODS:
+        raise ValueError(f"unknown method '{name}'{suggest(str(name), METHODS)}; known: {', '.join(METHODS)}")
+    return _build(METHODS[name], spec, f"{name}.")
+
+
+DEFAULT_OPTIMIZER = "adamw"
+
+
+def parse_optimizer(item) -> Optimizer:
+    """An optimizer by name or mapping; a mapping without a name is the default's (adamw)."""
+    if isinstance(item, Optimizer):
+        return item
+    spec = _spec({"name": DEFAULT_OPTIMIZER, **item} if isinstance(item, dict) else item, "optimizer")
+    name = spec["name"]
+    if name not in OPTIMIZERS:
+        raise ValueError(f"name: '{name}' is not one of {', '.join(OPTIMIZERS)}{suggest(str(name), OPTIMIZERS)}")
+    return _build(OPTIMIZERS[name], spec, "")
+
+
+def _build(cls, spec: dict, prefix: str):
+    """The method or optimizer `cls` with `spec`'s parameters; a bad one is a ValueError whose
+    message starts with '{prefix}PARAMETER: ' (the workload's error adds the field's path)."""
+    name = spec["name"]
+    try:
+        return cls(**spec)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = prefix + ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            valid = [f for f in cls.model_fields if f != "name"]
+            raise ValueError(f"{field}: unknown parameter{suggest(str(err['loc'][-1]), valid)}; "
+                             f"{name} takes {', '.join(valid) or 'no parameters'}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error":
+            msg = f"{name} has no {err.get('input')!r}; use {err.get('ctx', {}).get('expected', '')}"
+        raise ValueError(f"{field}: {msg}") from None
+
+
+def catalog() -> list[dict]:
+    """Every method and optimizer described (memsim list methods --json)."""
+    return [cls.describe() for cls in (*METHODS.values(), *OPTIMIZERS.values())]
+
+
+def host_calibration_steps() -> dict[str, list]:
+    """{step name: the methods its calibration step runs with} for the methods whose host cost
+    is measured by a step of their own."""
+    return {cls.host_step: list(cls.host_methods) for cls in METHODS.values() if cls.host_step}
+
+
+__all__ = ["METHODS", "OPTIMIZERS", "ActivationCheckpointing", "Adafactor", "Adam", "AdamW", "Lora", "SGD", "SGDMomentum", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog",
+           "host_calibration_steps", "parse_method", "parse_optimizer"]

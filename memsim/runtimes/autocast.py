@@ -20,10 +20,7 @@ aten/src/ATen/autocast_mode.cpp and autocast_mode.h (torch 2.13), CUDA's op list
 from __future__ import annotations
 
 from .. import ops
-from ..methods.lora import LoraWeight
 from ..tape import T, Tape
-
-AUTOCAST_LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
 class AutocastWeight(T):
@@ -67,16 +64,16 @@ class AutocastWeight(T):
 
 
 def wrap(tp: Tape, w: T, fan_in: int, fan_out: int, compute_bytes: int, train: bool) -> tuple[T, list[AutocastWeight]]:
-    """A linear's weight under autocast, and the wrappers whose caches must be released. A LoRA
-    weight keeps its frozen base (cast at every use) and its trainable adapters (cached); their
-    matmuls run in the compute dtype, so the adapter path's intermediates are 16-bit too."""
-    if isinstance(w, LoraWeight):
-        w.base = AutocastWeight(w.base, fan_in, fan_out, compute_bytes, cached=False)
-        w.a = AutocastWeight(w.a, fan_in, w.rank, compute_bytes, cached=train)
-        w.b = AutocastWeight(w.b, w.rank, fan_out, compute_bytes, cached=train)
-        w.compute_bytes = compute_bytes
-        return w, [w.a, w.b]
-    aw = AutocastWeight(w, fan_in, fan_out, compute_bytes, cached=train and w.requires_grad)
+    """A linear's weight under autocast, and the wrappers whose caches must be released. A weight
+    a method wrapped (one with `map_parts`, e.g. a frozen base with trainable adapters) has each
+    part it runs cast: a frozen one at every use, a trainable one once (cached); its own matmuls
+    then run in the compute dtype."""
+    def cast(part: T, part_in: int, part_out: int) -> AutocastWeight:
+        return AutocastWeight(part, part_in, part_out, compute_bytes, cached=train and part.requires_grad)
+
+    if hasattr(w, "map_parts"):
+        return w, w.map_parts(cast, compute_bytes)
+    aw = cast(w, fan_in, fan_out)
     return aw, [aw]
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import ops
-from ..optimizers import Param
+from ..params import moe_params
 from ..tape import WEIGHTS, T, Tape
 from . import hf_transformers as hf
 from .hf_arch import Arch
@@ -41,20 +41,6 @@ def grouped_mm_out_bytes(rows: int, width: int, dtype_bytes: int) -> int:
     align = TMA_ALIGN_BYTES // dtype_bytes
     padded = -(-width // align) * align
     return ((rows - 1) * padded + width) * dtype_bytes if rows else 0
-
-
-def params(m, dtype_bytes: int) -> list[Param]:
-    """One layer's MoE-block parameters (MixtralExperts / Qwen2MoeExperts keep the experts as two
-    3-D parameters, [experts, 2f, d] and [experts, d, f], here [experts * rows, cols]: exact in
-    bytes; Adafactor's column state of a 3-D parameter, experts * cols, is counted as cols).
-    The router is one [experts, hidden] matrix."""
-    d, e, f = m.hidden_size, m.num_experts, m.moe_intermediate_size
-    out = [Param(e * 2 * f, d, dtype_bytes), Param(e * d, f, dtype_bytes), Param(e, d, dtype_bytes)]
-    if m.shared_expert_intermediate_size:
-        s = m.shared_expert_intermediate_size
-        # shared_expert gate/up/down_proj, shared_expert_gate
-        out += [Param(s, d, dtype_bytes), Param(s, d, dtype_bytes), Param(d, s, dtype_bytes), Param(1, d, dtype_bytes)]
-    return out
 
 
 def unused_sliding_mask(tp: Tape, sh: Shapes) -> T | None:
@@ -100,7 +86,7 @@ class MoeWeights:
         def w(name, n):
             return tp.external(name, n, WEIGHTS, requires_grad=trainable, leaf=True)
 
-        sizes = [p.nbytes for p in params(m, sh.param_bytes)]
+        sizes = [p.nbytes for p in moe_params(m, sh.param_bytes)]
         mw = cls(gate_up=w("experts.gate_up_proj", sizes[0]), down=w("experts.down_proj", sizes[1]),
                  router=w("gate.weight", sizes[2]))
         if m.shared_expert_intermediate_size:

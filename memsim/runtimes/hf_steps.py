@@ -17,20 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import ops
+from ..methods.base import LayerPlan, LinearSite, Methods
+from ..methods.optimizer import Optimizer
 from ..model import ModelSpec
-from ..optimizers import Param, Params, optimizer_cost, state_tensors, step_cost
+from ..params import Param, Params, cuda_rounded, linear_shapes, model_params
 from ..program import Program
-from ..simulator import cuda_rounded
 from ..tape import ACTIVATIONS, COST, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, OpCost, T, Tape
 from . import autocast, hf_gemma2, hf_moe, sliding_window
 from . import hf_transformers as hf
 from .hf_arch import FULL, LLAMA, Arch
 from .hf_transformers import FP32, INT64, Shapes
 from .torch_cuda import DEFAULT_SM, cublas_workspace_bytes
-from ..model import NORMS_PER_LAYER
-from ..methods.lora import ADAPTER_BYTES, LoraWeight
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Families whose code departs from Llama's (memsim/runtimes/hf_arch.py).
 ARCHS = {"gemma2": hf_gemma2.GEMMA2, "qwen2_moe": hf_moe.QWEN2_MOE}
 
@@ -47,11 +45,8 @@ class StepConfig:
     seq: int
     dtype_bytes: int
     attention: str = "sdpa"
-    optimizer: str = "adamw"
-    optimizer_impl: str = "foreach"
-    checkpoint_every: int = 0  # 0: off; k: layers i with i % k == 0 are checkpointed
-    lora_rank: int = 0
-    lora_targets: tuple[str, ...] = ()
+    optimizer: Optimizer | None = None  # a training step's (memsim.methods)
+    methods: Methods = Methods()
     new_tokens: int = 0
     weights_dtype_bytes: int = 0  # parameters' dtype when it differs from compute (autocast); 0: the same
     sm: int = DEFAULT_SM  # the GPU's compute capability (torch_cuda: attention kernel, cuBLAS workspace)
@@ -59,6 +54,17 @@ class StepConfig:
     @property
     def param_bytes(self) -> int:
         return self.weights_dtype_bytes or self.dtype_bytes
+
+    def plans(self) -> list[LayerPlan]:
+        """Each decoder layer's plan: what the methods make of it in training, plain otherwise."""
+        if self.task != "train":
+            return [LayerPlan()] * self.model.num_layers
+        return self.methods.plans(self.model.num_layers)
+
+    @property
+    def recomputes(self) -> bool:
+        """Some layer is recomputed (transformers' gradient checkpointing is on)."""
+        return any(p.recompute for p in self.plans())
 
 
 def param_sizes(cfg: StepConfig) -> tuple[list[int], list[int]]:
@@ -68,38 +74,20 @@ def param_sizes(cfg: StepConfig) -> tuple[list[int], list[int]]:
 
 
 def param_shapes(cfg: StepConfig) -> tuple[Params, Params]:
-    """Every parameter, in model.parameters() order (nn.Linear weights are [out, in]), and the
-    trainable ones: all of them, or the LoRA adapters (A: [rank, in], B: [out, rank])."""
-    m, b = cfg.model, cfg.param_bytes
-    d = m.hidden_size
-    layer = []
-    for name in LORA_TARGETS[:4] if m.is_moe else LORA_TARGETS:
-        fan_in, fan_out = _linear_dims(m, name)
-        layer.append(Param(fan_out, fan_in, b))
-        if m.attention_bias and name in ("q_proj", "k_proj", "v_proj"):
-            layer.append(Param(fan_out, 0, b))
-    if m.is_moe:
-        layer += hf_moe.params(m, b)
-    layer += [Param(d, 0, b)] * NORMS_PER_LAYER.get(m.model_type, 2)
-    head = () if m.tie_word_embeddings else (Param(m.vocab_size, d, b),)
-    all_params = Params((Param(m.vocab_size, d, b),), tuple(layer), m.num_layers, (Param(d, 0, b), *head))
-    if not cfg.lora_rank:
-        return all_params, all_params
-    adapters = []
-    for name in cfg.lora_targets:
-        fan_in, fan_out = _linear_dims(m, name)
-        adapters += [Param(cfg.lora_rank, fan_in, ADAPTER_BYTES), Param(fan_out, cfg.lora_rank, ADAPTER_BYTES)]
-    trainable = Params((), tuple(adapters), m.num_layers)
-    everything = Params(all_params.prefix, all_params.layer + trainable.layer, m.num_layers, all_params.suffix)
-    return everything, trainable
-
-
-def _linear_dims(m: ModelSpec, name: str) -> tuple[int, int]:
-    d, f = m.hidden_size, m.intermediate_size
-    return {
-        "q_proj": (d, m.q_dim), "k_proj": (d, m.kv_dim), "v_proj": (d, m.kv_dim), "o_proj": (m.q_dim, d),
-        "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d),
-    }[name]
+    """Every parameter, in model.parameters() order (the model's inventory and the parameters its
+    methods add to each layer), and the trainable ones."""
+    m = cfg.model
+    base = model_params(m, cfg.param_bytes)
+    extra = cfg.methods.extra_params(m) if cfg.task == "train" else ()
+    everything = Params(base.prefix, base.layer + extra, m.num_layers, base.suffix)
+    if cfg.task != "train":
+        return everything, everything
+    ends = lambda ps: tuple(p for p in ps if cfg.methods.trains(p.name))  # noqa: E731
+    trained_layers = sum(p.trainable for p in cfg.plans())
+    layer = extra or base.layer
+    if extra and trained_layers:
+        raise ValueError("a method's added parameters beside trained base layers are not modeled")
+    return everything, Params(ends(base.prefix), layer, m.num_layers if extra else trained_layers, ends(base.suffix))
 
 
 def build_program(cfg: StepConfig) -> Program:
@@ -144,50 +132,49 @@ def _embed(tp: Tape, sh: Shapes, trainable: bool) -> tuple[T, T, T]:
     return ids, table, _arch(m).embed_post(tp, sh, x0)
 
 
-def _lora(cfg: StepConfig, tp: Tape, sh: Shapes, w: hf.LayerWeights) -> None:
-    for name in cfg.lora_targets:
-        attr = name.removesuffix("_proj")
-        fan_in, fan_out = _linear_dims(sh.model, name)
-        setattr(w, attr, LoraWeight(getattr(w, attr), fan_in, fan_out, cfg.lora_rank, sh.dtype_bytes, tp))
-
-
-def _autocast_weights(cfg: StepConfig, tp: Tape, sh: Shapes, w: hf.LayerWeights) -> list:
-    """Each projection's weight under autocast (runtimes/autocast.py); returns the wrappers whose
-    cached casts live until the autocast context exits."""
+def _wrapped_weights(cfg: StepConfig, tp: Tape, sh: Shapes, w: hf.LayerWeights) -> list:
+    """Each projection's weight as the methods run it, then under autocast where it is on
+    (runtimes/autocast.py); returns the autocast wrappers whose cached casts live until the
+    autocast context exits."""
     wrappers = []
-    for attr in autocast.AUTOCAST_LINEARS:
-        fan_in, fan_out = _linear_dims(sh.model, f"{attr}_proj")
-        aw, ws = autocast.wrap(tp, getattr(w, attr), fan_in, fan_out, sh.dtype_bytes, cfg.task == "train")
-        setattr(w, attr, aw)
-        wrappers += ws
+    for name, (fan_in, fan_out) in linear_shapes(sh.model).items():
+        attr = name.removesuffix("_proj")
+        weight = getattr(w, attr)
+        if cfg.task == "train":
+            weight = cfg.methods.wrap_linear(tp, LinearSite(name, fan_in, fan_out, sh.dtype_bytes), weight)
+        if sh.autocast:
+            weight, ws = autocast.wrap(tp, weight, fan_in, fan_out, sh.dtype_bytes, cfg.task == "train")
+            wrappers += ws
+        setattr(w, attr, weight)
     return wrappers
 
 
-def _layer_forward(cfg: StepConfig, tp: Tape, sh: Shapes, x: T, cos: T, sin: T, cache: list, mask, casts=None) -> T:
-    w = hf.layer_weights(tp, sh, trainable=not cfg.lora_rank)
+def _layer_forward(cfg: StepConfig, tp: Tape, sh: Shapes, x: T, cos: T, sin: T, cache: list, mask, casts=None,
+                   plan: LayerPlan = LayerPlan()) -> T:
+    w = hf.layer_weights(tp, sh, trainable=plan.trainable)
     if cfg.model.is_moe:
-        w.moe = hf_moe.MoeWeights.build(tp, sh, trainable=not cfg.lora_rank)
-    if cfg.lora_rank:
-        _lora(cfg, tp, sh, w)
-    if sh.autocast:
-        wrappers = _autocast_weights(cfg, tp, sh, w)
-        if casts is not None:
-            casts += wrappers
+        w.moe = hf_moe.MoeWeights.build(tp, sh, trainable=plan.trainable)
+    wrappers = _wrapped_weights(cfg, tp, sh, w)
+    if casts is not None:
+        casts += wrappers
     return _arch(sh.model).decoder_layer(tp, sh, x, w, cos, sin, cache, mask)
 
 
 def _train(cfg: StepConfig) -> Program:
     m = cfg.model
-    use_cache = cfg.checkpoint_every == 0  # transformers turns the cache off under checkpointing
+    use_cache = not cfg.recomputes  # transformers turns the cache off under gradient checkpointing
     sh = Shapes(m, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes, sm=cfg.sm)
     prog = Program()
     trainable = _weights(prog, cfg)
-    cost = optimizer_cost(cfg.optimizer, cfg.optimizer_impl, trainable)
+    opt = cfg.optimizer
+    if opt is None:
+        raise ValueError("StepConfig.optimizer: a training step needs one")
+    step_memory = opt.step_memory(trainable)
 
     # Prologue: ids, embedding, the cache object, positions, rotary tables, masks.
     arch = _arch(m)
     tp0 = Tape()
-    ids, table, x0 = _embed(tp0, sh, trainable=not cfg.lora_rank)
+    ids, table, x0 = _embed(tp0, sh, trainable=cfg.methods.trains("embed_tokens"))
     scalars = _cache_scalars(tp0, m) if use_cache else 0
     pos = tp0.new("position_ids", sh.seq * INT64)
     cos, sin = hf.rotary_tables(tp0, sh)
@@ -204,9 +191,9 @@ def _train(cfg: StepConfig) -> Program:
     casts_owed = 0  # autocast's cached weight casts that nothing saved: freed when the context exits
     for first, count, block in _layer_runs(cfg, _layer_types(sh, masks)):
         fwd, bwd = [], []
-        for ckpt, kind in block:
+        for plan, kind in block:
             lsh = sliding_window.layer_shapes(sh, kind)
-            f, b, layer_owed, embeds_owed, layer_casts = _train_layer(cfg, lsh, first, ckpt, use_cache, cos, sin, masks[kind])
+            f, b, layer_owed, embeds_owed, layer_casts = _train_layer(cfg, lsh, first, plan, use_cache, cos, sin, masks[kind])
             fwd, bwd = fwd + f, b + bwd
             owed += count * layer_owed
             casts_owed += count * layer_casts
@@ -217,23 +204,24 @@ def _train(cfg: StepConfig) -> Program:
     # Epilogue: final norm, lm_head, loss; the outputs (and their cache) die before backward.
     tp2 = Tape()
     h_last = tp2.incoming("hidden", sh.hidden_state_bytes, ACTIVATIONS, requires_grad=True)
-    norm_w = tp2.external("norm", m.hidden_size * sh.param_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
+    norm_w = tp2.external("norm", m.hidden_size * sh.param_bytes, WEIGHTS, cfg.methods.trains("norm"), leaf=True)
     hn = arch.rms_norm(tp2, sh, h_last, norm_w)
     tp2.drop(h_last)
     if x0_owed:
         tp2.events.append((x0_owed, ACTIVATIONS, -1))  # inputs_embeds
-    # Checkpointed layers hold their arguments (position ids, masks) until their backward.
+    # Recomputed layers hold their arguments (position ids, masks) until their backward.
     held_args = [t for t in (pos, *masks.values()) if t is not None]
-    if not cfg.checkpoint_every:
+    if use_cache:
         tp2.events += [(t.nbytes, ACTIVATIONS, -1) for t in held_args]
     if sliding is not None:  # no layer's argument: dies with causal_mask_mapping
         tp2.events.append((sliding.nbytes, ACTIVATIONS, -1))
-    head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.param_bytes, WEIGHTS, not cfg.lora_rank, leaf=True)
+    head_trains = cfg.methods.trains("embed_tokens" if m.tie_word_embeddings else "lm_head")
+    head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.param_bytes, WEIGHTS, head_trains, leaf=True)
     head_casts = []
     if sh.autocast:
         head_w, head_casts = autocast.wrap(tp2, head_w, m.hidden_size, m.vocab_size, sh.dtype_bytes, True)
     if m.tie_word_embeddings:
-        table.has_grad = True  # tied: lm_head's gradient lands in .grad first; the embedding's is added in place
+        table.grad_pending = table.nbytes  # tied: lm_head's gradient waits for the embedding's, then the two are summed
     loss, tail = _loss(tp2, sh, hn, head_w)
     tp2.drop(hn)
     if owed or scalars:
@@ -254,33 +242,34 @@ def _train(cfg: StepConfig) -> Program:
     # Layer 0's input gradient flows into the embedding.
     g0 = tp0.incoming("grad.hidden", x0.nbytes, TEMPORARIES)
     x0.storage.external = True  # its free was accounted where its last reference died
-    tp0.backward({id(x0): g0})
     tp0.drop(cos, sin)  # saved by every layer's rope: layer 0's backward released the last
-    if cfg.checkpoint_every:
-        tp0.drop(*held_args)
+    if not use_cache:
+        tp0.drop(*held_args)  # a recomputed layer 0's arguments, let go with its backward
+    tp0.backward({id(x0): g0})
     prog.add("backward", tp0.events[mark0:])
 
     # optimizer.step(): the first creates the state (_init_group), then the update's temporaries;
     # zero_grad(set_to_none=True).
-    for sizes, repeat in _per_param(trainable, lambda p: state_tensors(cfg.optimizer, cfg.optimizer_impl, p)):
+    prog.resident("optimizer state", list(opt.shared_state(trainable)), OPTIMIZER, lazy=True)
+    for sizes, repeat in _per_param(trainable, opt.state):
         prog.resident("optimizer state", sizes, OPTIMIZER, repeat, lazy=True)
-    if cost.temp_per_param:  # a foreach list: one tensor per parameter, all freed after the update
+    if step_memory.temp_per_param:  # a foreach list: one tensor per parameter, all freed after the update
         for sign in (1, -1):
             for sizes, repeat in _per_param(trainable, lambda p: (p.nbytes,)):
                 prog.add("optimizer", [(n, TEMPORARIES, sign) for n in sizes], repeat)
     else:
-        prog.add("optimizer", [(cost.step_temp_bytes, TEMPORARIES, 1), (cost.step_temp_bytes, TEMPORARIES, -1)])
+        prog.add("optimizer", [(step_memory.temp_bytes, TEMPORARIES, 1), (step_memory.temp_bytes, TEMPORARIES, -1)])
     # foreach and fused steps run multi_tensor_apply kernels over the parameter lists; for-loop
     # ones (and Adafactor's per-parameter norms) a kernel per parameter and op, each a bare torch
     # op issued from the optimizer's Python loop.
     step = [(OpCost("optimizer.step", "memory", part.bytes, kernels=part.kernels,
                     layout="contiguous" if part.one_at_a_time else "foreach", issued_by="op" if part.one_at_a_time else ""), COST, 0)
-            for part in step_cost(cfg.optimizer, cfg.optimizer_impl, trainable)] if tp0.costs else []
+            for part in opt.step_kernels(trainable)] if tp0.costs else []
     prog.add("optimizer", step + [(trainable.total(), GRADIENTS, -1)])
     return prog
 
 
-def _train_layer(cfg: StepConfig, sh: Shapes, first: bool, ckpt: bool, use_cache: bool, cos: T, sin: T, mask: T | None):
+def _train_layer(cfg: StepConfig, sh: Shapes, first: bool, plan: LayerPlan, use_cache: bool, cos: T, sin: T, mask: T | None):
     """One decoder layer of a training step: (forward events, backward events, cache bytes,
     inputs_embeds bytes and autocast weight-cast bytes whose free is owed to the epilogue)."""
     tp = Tape()
@@ -289,11 +278,11 @@ def _train_layer(cfg: StepConfig, sh: Shapes, first: bool, ckpt: bool, use_cache
     ext_cos = tp.external("cos", cos.nbytes)
     ext_sin = tp.external("sin", sin.nbytes)
     ext_mask = tp.external("mask", mask.nbytes) if mask is not None else None
-    if ckpt:
-        fwd, bwd = _checkpointed_layer(cfg, sh, first, ext_cos, ext_sin, ext_mask, casts)
+    if plan.recompute:
+        fwd, bwd = _recomputed_layer(cfg, sh, first, plan, ext_cos, ext_sin, ext_mask, casts)
         return fwd, bwd, 0, 0, autocast.release_later(tp, casts)
     cache = [] if use_cache else None
-    out = _layer_forward(cfg, tp, sh, x, ext_cos, ext_sin, cache, ext_mask, casts)
+    out = _layer_forward(cfg, tp, sh, x, ext_cos, ext_sin, cache, ext_mask, casts, plan)
     owed = sum(tp.release_later(t) for t in cache) if cache else 0
     casts_owed = autocast.release_later(tp, casts)
     x0_owed = 0
@@ -318,14 +307,14 @@ def _layer_types(sh: Shapes, masks: dict) -> list[str]:
     return list(m.layer_types)
 
 
-def _layer_runs(cfg: StepConfig, types: list[str], checkpointing: bool = True) -> list[tuple[bool, int, tuple]]:
+def _layer_runs(cfg: StepConfig, types: list[str]) -> list[tuple[bool, int, tuple]]:
     """(is layer 0, repeats, block) runs: layer 0 alone, then blocks of consecutive layers, each a
-    tuple of (checkpointed, layer type), repeated; a block is one layer, or the shortest period
-    of the pattern (Gemma-2's alternating sliding/full layers: two), so the program does not grow
-    with depth."""
-    L, k = cfg.model.num_layers, cfg.checkpoint_every if checkpointing else 0
-    keys = [(bool(k) and i % k == 0, types[i]) for i in range(L)]
-    periods = sorted({1, 2, k or 1, 2 * (k or 1)})
+    tuple of (LayerPlan, layer type), repeated; a block is one layer, or the shortest period of
+    the pattern (Gemma-2's alternating sliding/full layers: two; a method's every k-th layer: k),
+    so the program does not grow with depth."""
+    L = cfg.model.num_layers
+    keys = list(zip(cfg.plans(), types))
+    periods = sorted({n * p for p in cfg.methods.layer_periods() for n in (1, 2)} | {2})
     runs: list[tuple[bool, int, tuple]] = [(True, 1, (keys[0],))]
     i = 1
     while i < L:
@@ -359,19 +348,19 @@ def _cache_scalars(tp: Tape, m: ModelSpec) -> int:
 
 
 def _input_needs_grad(cfg: StepConfig, first: bool) -> bool:
-    """A layer's input needs grad unless it is the frozen embedding's output; under checkpointing
-    PEFT users call enable_input_require_grads(), which marks it too."""
-    return not (first and cfg.lora_rank and not cfg.checkpoint_every)
+    """A layer's input needs grad unless it is a frozen embedding's output that no method marks
+    (enable_input_require_grads)."""
+    return not first or cfg.methods.trains("embed_tokens") or cfg.methods.marks_embedding_output()
 
 
-def _checkpointed_layer(cfg, sh, first, cos, sin, mask, casts=None):
-    """torch.utils.checkpoint, non-reentrant (transformers 5's default): the forward runs without
-    saving anything but the layer's input; backward reruns the layer with grad (stopping early,
-    before the last residual add), backprops through it, then lets the input go."""
+def _recomputed_layer(cfg, sh, first, plan, cos, sin, mask, casts=None):
+    """A layer under torch.utils.checkpoint, non-reentrant (transformers 5's default): the forward
+    runs without saving anything but the layer's input; backward reruns the layer with grad
+    (stopping early, before the last residual add), backprops through it, then lets the input go."""
     tp = Tape(grad_enabled=False)
     x = tp.incoming("hidden", sh.hidden_state_bytes, ACTIVATIONS)
-    tp._hold(x)  # the checkpoint's saved input
-    out = _layer_forward(cfg, tp, sh, x, cos, sin, None, mask, casts)
+    tp._hold(x)  # the saved input
+    out = _layer_forward(cfg, tp, sh, x, cos, sin, None, mask, casts, plan)
     if not first:
         tp.drop(x)  # the loop variable; the checkpoint still holds it
     fwd = list(tp.events)
@@ -379,19 +368,19 @@ def _checkpointed_layer(cfg, sh, first, cos, sin, mask, casts=None):
     rt = Tape()
     xr = rt.incoming("hidden", x.nbytes, ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
     rcasts: list = []
-    out2 = _layer_forward(cfg, rt, sh, xr, cos, sin, None, mask, rcasts)
+    out2 = _layer_forward(cfg, rt, sh, xr, cos, sin, None, mask, rcasts, plan)
     if rt.costs:
-        # Each tensor autograd saves goes through checkpoint's Python hooks: packed in the forward
-        # (a placeholder kept), packed again as the recompute saves it, unpacked by the backward.
+        # Each tensor autograd saves goes through saved-tensor hooks in Python: packed in the
+        # forward (a placeholder kept), packed again as the recompute saves it, unpacked by backward.
         saved = sum(len(n.saved) for n in rt.nodes)
-        fwd.append((OpCost("checkpoint.pack_hooks", "host", 0, host_calls=saved), COST, 0))
-        rt.events.append((OpCost("checkpoint.recompute_hooks", "host", 0, host_calls=2 * saved), COST, 0))
+        fwd.append((OpCost("saved_tensor_hooks.pack", "host", 0, host_calls=saved), COST, 0))
+        rt.events.append((OpCost("saved_tensor_hooks.recompute", "host", 0, host_calls=2 * saved), COST, 0))
     rt.drop(out2)  # recomputed outputs are discarded (early stop skips even this last add)
     for c in rcasts:  # the recompute's own autocast context exits: its cache lets go
         c.release(rt)
     g = rt.incoming("grad.hidden", out.nbytes, TEMPORARIES)
     rt.backward({id(out2): g})  # out2's node is still on the tape: the gradient flows through it
-    rt.drop(xr)  # the checkpoint's hold; layer 0's input also dies here (its forward var is gone)
+    rt.drop(xr)  # the saved input's hold; layer 0's input also dies here (its forward var is gone)
     return fwd, list(rt.events)
 
 
@@ -429,7 +418,7 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
     sliding = arch.unused_masks(tp0, sh)
     prog.add(label, tp0.events)
 
-    for first, count, block in _layer_runs(cfg, _layer_types(sh, masks), checkpointing=False):
+    for first, count, block in _layer_runs(cfg, _layer_types(sh, masks)):
         events = []
         for _, kind in block:
             events += _inference_layer(cfg, sh, kind, first, cos, sin, masks[kind])

@@ -1,0 +1,55 @@
+"""AdamW with 8-bit block-quantized moments: bitsandbytes' AdamW8bit (the default) or torchao's.
+
+bitsandbytes 0.50 (bitsandbytes/optim/optimizer.py, Optimizer2State): parameters with at least
+4096 elements keep uint8 moments with an fp32 absmax per 256; smaller ones fp32 moments. Two
+256-entry fp32 maps (signed and unsigned) are held once per optimizer. The update runs in place,
+one CUDA kernel per parameter, each followed by torch.cuda.synchronize().
+
+torchao 0.18 (torchao/optim/adam.py, subclass_8bit.py): OptimState8bit codes (uint8) with an fp32
+scale per 256 and a 256-entry map per moment, for tensors of at least 4096 elements divisible by
+256; others keep moments in the parameter's dtype. The update is one torch.compile'd call per
+parameter, fused by inductor; `step` and `lr` are CPU scalar tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..params import Param, Params
+from .blockwise_state import QMAP_BYTES, bitsandbytes_moments, torchao_moments
+from .optimizer import Optimizer, StepKernels
+
+
+class AdamW8bit(Optimizer):
+    name: Literal["adamw8bit"] = "adamw8bit"
+    impl: Literal["bitsandbytes", "torchao"] = "bitsandbytes"
+    summary = "AdamW with 8-bit block-quantized moments (bitsandbytes, or torchao)"
+    citation = "Dettmers et al., 8-bit Optimizers via Block-wise Quantization, 2022 (arXiv:2110.02861)"
+
+    def state(self, p: Param) -> tuple[int, ...]:
+        if self.impl == "torchao":
+            return torchao_moments(p, block=256, code_bits=8, qmap_entries=256)
+        return bitsandbytes_moments(p)
+
+    def shared_state(self, params: Params) -> tuple[int, ...]:
+        quantized = self.impl == "bitsandbytes" and any(p.numel >= 4096 for p in params.walk(1))
+        return (QMAP_BYTES, QMAP_BYTES) if quantized else ()
+
+    def step_kernels(self, params: Params) -> list[StepKernels]:
+        # One kernel per parameter reading p and g and writing p (3 parameter-sized accesses),
+        # reading and writing both moments' codes and scales (the state, twice).
+        moved = 3 * params.total() + 2 * self.state_bytes(params)
+        return [StepKernels(moved, params.count, True)]
+
+    def host_state(self, state: dict) -> list:
+        # bitsandbytes keeps `step` as a Python int; torchao's is a CPU tensor.
+        return [state["step"]] if self.impl == "torchao" else []
+
+    def torch_optimizer(self, params):
+        if self.impl == "torchao":
+            from torchao.optim import AdamW8bit as TorchaoAdamW8bit
+
+            return TorchaoAdamW8bit(params, lr=1e-4)
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=1e-4)

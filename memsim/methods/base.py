@@ -1,0 +1,165 @@
+"""The seam between memsim's program builder and the memory-saving methods.
+
+A method is a pydantic model (its fields are its parameters: the workload's contract) whose hooks
+the builder calls at fixed places: which parameters train, how a projection's weight is wrapped,
+what each decoder layer keeps or recomputes, which extra parameters it adds. Its torch side
+(`apply_torch`) sets the same method up on a real model for the executors, importing torch and
+its library inside. The builder and the simulator know methods only through these hooks.
+
+An optimizer is the same kind of object with its own hooks (memsim/methods/optimizer.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import InputError
+from ..params import Param
+
+# Parts of the model outside the decoder layers whose parameters a method may freeze.
+ENDS = ("embed_tokens", "norm", "lm_head")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What one decoder layer of a training step does: whether its own weights train, and whether
+    its forward is recomputed in backward (torch.utils.checkpoint) instead of saving activations."""
+
+    trainable: bool = True
+    recompute: bool = False
+
+
+@dataclass(frozen=True)
+class LinearSite:
+    """One projection of a decoder layer, as a method wrapping its weight sees it."""
+
+    name: str  # the nn.Linear's name in the layer (q_proj, ..., down_proj)
+    fan_in: int
+    fan_out: int
+    dtype_bytes: int  # the compute dtype's
+
+
+class Method(BaseModel):
+    """A memory-saving method: parameters as fields, hooks as methods (all optional)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    citation: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    kind: ClassVar[str] = "method"
+    tasks: ClassVar[tuple[str, ...]] = ("train",)
+    conflicts: ClassVar[tuple[str, ...]] = ()  # methods it cannot be combined with
+    # Its host cost, measured by a calibration step of its own (memsim.calibration): the step's
+    # name, the methods that step runs with, and what it measures: "kernel" (the step's host
+    # time per kernel, in place of the plain train step's) or "hook" (a host call per
+    # OpCost.host_calls, beyond the plain step's line).
+    host_step: ClassVar[str] = ""
+    host_methods: ClassVar[tuple[Any, ...]] = ()
+    host_cost: ClassVar[str] = "kernel"
+
+    def check(self, model, workload) -> None:
+        """Refuse a model or workload the method cannot apply to (one-line InputError)."""
+
+    def trains(self, part: str, trains: bool) -> bool:
+        """Whether a part outside the layers (ENDS) trains, given what earlier methods said."""
+        return trains
+
+    def layer(self, index: int, layers: int, plan: LayerPlan) -> LayerPlan:
+        """Decoder layer `index`'s plan, given what earlier methods made of it."""
+        return plan
+
+    def layer_period(self) -> int:
+        """The period of the pattern `layer` makes over the layers (1: every layer alike)."""
+        return 1
+
+    def extra_params(self, model) -> tuple[Param, ...]:
+        """Trainable parameters the method adds to each decoder layer (adapters)."""
+        return ()
+
+    def wrap_linear(self, tape, site: LinearSite, weight):
+        """A projection's weight as the method runs it (ops.linear hands a weight with a
+        `forward` to it); the weight itself where the method leaves the projection alone."""
+        return weight
+
+    def marks_embedding_output(self) -> bool:
+        """The embedding's output requires grad even with the embedding frozen
+        (enable_input_require_grads, as checkpointing a frozen model needs)."""
+        return False
+
+    # -- torch side ----------------------------------------------------------------------------
+    def check_torch(self) -> None:
+        """Refuse, before any device work, what the executors cannot run (one-line InputError)."""
+
+    def apply_torch(self, model):
+        """The method set up on a real transformers model; returns the model to run."""
+        raise InputError(f"methods.{self.name}: the executors cannot run it yet (analytic only)")
+
+    @classmethod
+    def describe(cls) -> dict:
+        """Name, kind, parameters with defaults and bounds, citation and tasks (list methods --json)."""
+        params = {}
+        for field, info in cls.model_fields.items():
+            if field == "name":
+                continue
+            entry = {"default": info.default if not callable(info.default_factory) else info.default_factory(),
+                     "type": getattr(info.annotation, "__name__", str(info.annotation))}
+            for meta in info.metadata:
+                for bound in ("ge", "gt", "le", "lt"):
+                    if getattr(meta, bound, None) is not None:
+                        entry[bound] = getattr(meta, bound)
+            params[field] = entry
+        name = cls.model_fields["name"].default
+        return dict(name=name, kind=cls.kind, summary=cls.summary, parameters=params, citation=cls.citation,
+                    tasks=list(cls.tasks))
+
+
+@dataclass(frozen=True)
+class Methods:
+    """A workload's methods, composed in the order it lists them: each hook folds over them."""
+
+    items: tuple[Method, ...] = ()
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def trains(self, part: str) -> bool:
+        trains = True
+        for m in self.items:
+            trains = m.trains(part, trains)
+        return trains
+
+    def layer(self, index: int, layers: int) -> LayerPlan:
+        plan = LayerPlan()
+        for m in self.items:
+            plan = m.layer(index, layers, plan)
+        return plan
+
+    def plans(self, layers: int) -> list[LayerPlan]:
+        return [self.layer(i, layers) for i in range(layers)]
+
+    def layer_periods(self) -> set[int]:
+        return {m.layer_period() for m in self.items} | {1}
+
+    def extra_params(self, model) -> tuple[Param, ...]:
+        return tuple(p for m in self.items for p in m.extra_params(model))
+
+    def wrap_linear(self, tape, site: LinearSite, weight):
+        for m in self.items:
+            weight = m.wrap_linear(tape, site, weight)
+        return weight
+
+    def marks_embedding_output(self) -> bool:
+        return any(m.marks_embedding_output() for m in self.items)
+
+    def host_steps(self) -> list[str]:
+        """The calibration steps of these methods that measure a step's host time per kernel."""
+        return [m.host_step for m in self.items if m.host_step and m.host_cost == "kernel"]
+
+
+__all__ = ["ENDS", "LayerPlan", "LinearSite", "Method", "Methods", "replace"]

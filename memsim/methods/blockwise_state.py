@@ -1,0 +1,32 @@
+"""Optimizer moments stored as block-quantized codes: what bitsandbytes and torchao allocate per
+moment tensor, shared by the 8-bit, 4-bit and fp8 optimizers' modules."""
+
+from __future__ import annotations
+
+from ..params import Param
+
+FP32 = 4
+QMAP_BYTES = 256 * FP32  # a 256-entry fp32 dynamic quantization map (8-bit codes)
+
+
+def bitsandbytes_moments(p: Param, min_8bit_size: int = 4096, block: int = 256) -> tuple[int, ...]:
+    """bitsandbytes 0.50 Optimizer2State.init_state: under min_8bit_size elements, two fp32
+    moments (whatever the parameter's dtype); else two uint8 code tensors of the parameter's shape
+    and two fp32 absmax vectors of ceil(n / 256) (the block size is fixed at 256)."""
+    n = p.numel
+    if n < min_8bit_size:
+        return (n * FP32, n * FP32)
+    absmax = -(-n // block) * FP32
+    return (n, n, absmax, absmax)
+
+
+def torchao_moments(p: Param, block: int, code_bits: int, qmap_entries: int) -> tuple[int, ...]:
+    """torchao 0.18 _AdamBase._new_buffer, per moment (exp_avg, exp_avg_sq): quantized only with
+    at least 4096 elements and a whole number of blocks, as codes (`code_bits` an element, packed),
+    an fp32 scale per block and, for the 8- and 4-bit states, the moment's own fp32 map of
+    `qmap_entries`; else zeros_like(p), in the parameter's dtype."""
+    n = p.numel
+    if n < 4096 or n % block:
+        return (p.nbytes, p.nbytes)
+    one = (n * code_bits // 8, n // block * FP32) + ((qmap_entries * FP32,) if qmap_entries else ())
+    return one + one
