@@ -14,8 +14,7 @@
 #   transfers   the held-out transfer check against $OUT/PROFILE.yaml (or the committed one)
 #   snapshot    the allocator's segments after a step of each case in $CASES (allocator_snapshot.py)
 #   host        where the host time of the steps in $CASES goes (host_profile.py; "calibration-decode"
-#               is the launch calibration's decode step), and the host's speed on each CPU with the
-#               first of them timed pinned and unpinned (host_noise.py)
+#               is the launch calibration's decode step)
 #   small       the steps of the cases in $CASES at batch 1 and 32 tokens, and at their own shape
 #               with the host's return timed (host_small.py; resumed from $OUT/host-small-PROFILE.json)
 set -uo pipefail
@@ -44,9 +43,7 @@ case "$stage" in
       timeout 200 python3 benchmarks/allocator_snapshot.py data/suites/h100.yaml "$c" $hw --out "$out/snapshot-$c.json" >> "$out/snapshot.log" 2>&1
     done ;;
   host)
-    timeout 400 python3 benchmarks/host_profile.py data/suites/h100.yaml ${CASES:?case ids} --out "$out/host-profile-$profile.json" > "$out/host.log" 2>&1
-    first=$(printf '%s\n' $CASES | grep -v '^calibration-decode$' | head -1)
-    [ -n "$first" ] && timeout 150 python3 benchmarks/host_noise.py data/suites/h100.yaml "$first" --out "$out/host-noise-$profile.json" >> "$out/host.log" 2>&1 ;;
+    timeout 400 python3 benchmarks/host_profile.py data/suites/h100.yaml ${CASES:?case ids} --out "$out/host-profile-$profile.json" > "$out/host.log" 2>&1 ;;
   small)
     timeout "${SMALL_S:-570}" python3 benchmarks/host_small.py data/suites/h100.yaml ${CASES:?case ids} --out "$out/host-small-$profile.json" > "$out/small.log" 2>&1 ;;
   *) echo "stage: one of calibrate, suite, profiles, transfers, snapshot, host, small (not '$stage')" >&2; exit 2 ;;

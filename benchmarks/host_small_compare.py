@@ -3,7 +3,7 @@ with a measured profile (the one calibrated on the machine that ran them), as a 
 
     python benchmarks/host_small_compare.py RESULTS.json PROFILE.yaml [--out FILE.csv]
 
-(data/validation/host-small-h200.json ran on machine F, whose profile is data/validation/h200-machine-f.yaml.)
+(data/validation/host-small-h200.json ran on the H200 whose profile is data/validation/h200-machine-f.yaml.)
 """
 
 from __future__ import annotations

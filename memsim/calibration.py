@@ -76,9 +76,8 @@ HOST_CALIBRATION_MODEL = dict(model_type="llama", hidden_size=64, intermediate_s
 HOST_CALIBRATION_BATCH, HOST_CALIBRATION_SEQ = 2, 64
 # The same steps at this depth too: a step's host time is a fixed part (the mask, the embedding,
 # the loss, the output objects: once a call) plus a part per layer, and at 4 layers the fixed one
-# is 16-29% of the step (measured on a CPU at 2 to 16 layers: benchmarks/host_depth.py,
-# data/benchmarks/host-depth-cpu.txt), which a rate per kernel would spread over every layer of
-# a deep model.
+# is 16-29% of the step (measured on a CPU at 2 to 16 layers: data/benchmarks/host-depth-cpu.txt),
+# which a rate per kernel would spread over every layer of a deep model.
 HOST_CALIBRATION_DEEP_LAYERS = 16
 # The calibration steps by name: (task, methods), as memsim's Workload names them: a plain prefill,
 # train and decode step, and a train step for each method whose host cost has a step of its own.

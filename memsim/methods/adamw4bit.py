@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Literal
 
 from ..params import Param, Params
-from .blockwise_state import torchao_moments
-from .optimizer import Optimizer, StepKernels
+from .blockwise_state import torchao_moments, torchao_quantizes, torchao_step_temporaries
+from .optimizer import Optimizer, StepKernels, StepMemory
 
 
 class AdamW4bit(Optimizer):
@@ -20,6 +20,11 @@ class AdamW4bit(Optimizer):
 
     def state(self, p: Param) -> tuple[int, ...]:
         return torchao_moments(p, block=128, code_bits=4, qmap_entries=16)
+
+    def step_memory(self, params: Params) -> StepMemory:
+        # Per moment: the scaled fp32 values and the int64 codes of the branchless search
+        # (quant_utils.quantize_4bit_with_qmap's torch.where on Python ints) before packing.
+        return StepMemory(torchao_step_temporaries(params, 128, 4 + 8, lambda p: torchao_quantizes(p, 128)))
 
     def step_kernels(self, params: Params) -> list[StepKernels]:
         return [StepKernels(3 * params.total() + 2 * self.state_bytes(params), params.count, True)]

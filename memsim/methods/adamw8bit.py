@@ -8,7 +8,8 @@ one CUDA kernel per parameter, each followed by torch.cuda.synchronize().
 torchao 0.18 (torchao/optim/adam.py, subclass_8bit.py): OptimState8bit codes (uint8) with an fp32
 scale per 256 and a 256-entry map per moment, for tensors of at least 4096 elements divisible by
 256; others keep moments in the parameter's dtype. The update is one torch.compile'd call per
-parameter, fused by inductor; `step` and `lr` are CPU scalar tensors.
+parameter; for a quantized parameter it holds each new moment in fp32 before requantizing it;
+`step` and `lr` are CPU scalar tensors.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from __future__ import annotations
 from typing import Literal
 
 from ..params import Param, Params
-from .blockwise_state import QMAP_BYTES, bitsandbytes_moments, torchao_moments
-from .optimizer import Optimizer, StepKernels
+from .blockwise_state import QMAP_BYTES, bitsandbytes_moments, torchao_moments, torchao_quantizes, torchao_step_temporaries
+from .optimizer import Optimizer, StepKernels, StepMemory
 
 
 class AdamW8bit(Optimizer):
@@ -34,6 +35,11 @@ class AdamW8bit(Optimizer):
     def shared_state(self, params: Params) -> tuple[int, ...]:
         quantized = self.impl == "bitsandbytes" and any(p.numel >= 4096 for p in params.walk(1))
         return (QMAP_BYTES, QMAP_BYTES) if quantized else ()
+
+    def step_memory(self, params: Params) -> StepMemory:
+        if self.impl == "torchao":  # the new moments in fp32 before they are requantized
+            return StepMemory(torchao_step_temporaries(params, 256, 4, lambda p: torchao_quantizes(p, 256)))
+        return StepMemory(0)  # bitsandbytes updates in place
 
     def step_kernels(self, params: Params) -> list[StepKernels]:
         # One kernel per parameter reading p and g and writing p (3 parameter-sized accesses),

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Literal
 
 from ..params import Param, Params
-from .blockwise_state import torchao_moments
-from .optimizer import Optimizer, StepKernels
+from .blockwise_state import torchao_moments, torchao_quantizes, torchao_step_temporaries
+from .optimizer import Optimizer, StepKernels, StepMemory
 
 
 class AdamWFp8(Optimizer):
@@ -20,6 +20,9 @@ class AdamWFp8(Optimizer):
 
     def state(self, p: Param) -> tuple[int, ...]:
         return torchao_moments(p, block=256, code_bits=8, qmap_entries=0)
+
+    def step_memory(self, params: Params) -> StepMemory:
+        return StepMemory(torchao_step_temporaries(params, 256, 1, lambda p: torchao_quantizes(p, 256)))  # new e4m3 codes
 
     def step_kernels(self, params: Params) -> list[StepKernels]:
         return [StepKernels(3 * params.total() + 2 * self.state_bytes(params), params.count, True)]

@@ -3,7 +3,7 @@ moment tensor, shared by the 8-bit, 4-bit and fp8 optimizers' modules."""
 
 from __future__ import annotations
 
-from ..params import Param
+from ..params import Param, Params, cuda_rounded
 
 FP32 = 4
 QMAP_BYTES = 256 * FP32  # a 256-entry fp32 dynamic quantization map (8-bit codes)
@@ -26,7 +26,28 @@ def torchao_moments(p: Param, block: int, code_bits: int, qmap_entries: int) -> 
     an fp32 scale per block and, for the 8- and 4-bit states, the moment's own fp32 map of
     `qmap_entries`; else zeros_like(p), in the parameter's dtype."""
     n = p.numel
-    if n < 4096 or n % block:
+    if not torchao_quantizes(p, block):
         return (p.nbytes, p.nbytes)
     one = (n * code_bits // 8, n // block * FP32) + ((qmap_entries * FP32,) if qmap_entries else ())
     return one + one
+
+
+def torchao_step_temporaries(params: Params, block: int, temp_bytes_per_element: int, quantized) -> int:
+    """torchao's update is one torch.compile'd call per parameter; for a quantized parameter the
+    compiled graph materializes, per moment, the new codes' working copy (`temp_bytes_per_element`
+    an element) and the new fp32 scales before copying them into the state. Measured linear in the
+    parameter's size on an H200 (benchmarks/optimizer_step_temps.py, data/validation/
+    optimizer-step-temps-h200.json: 8.03125, 24.0625 and 2.03125 bytes an element for the 8-bit,
+    4-bit and fp8 states); an unquantized parameter's update is fused whole (nothing beyond).
+    The step's peak holds the largest parameter's."""
+    def one(p: Param) -> int:
+        if not quantized(p):
+            return 0
+        return 2 * (cuda_rounded(p.numel * temp_bytes_per_element) + cuda_rounded(p.numel // block * FP32))
+
+    return max((one(p) for p in params.walk(1)), default=0)
+
+
+def torchao_quantizes(p: Param, block: int) -> bool:
+    """torchao keeps a moment quantized with at least 4096 elements in whole blocks (_new_buffer)."""
+    return p.numel >= 4096 and p.numel % block == 0

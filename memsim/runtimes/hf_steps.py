@@ -15,6 +15,7 @@ The step protocols (what the executors run, and what a user's loop does):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from .. import ops
 from ..methods.base import LayerPlan, LinearSite, Methods
@@ -55,6 +56,7 @@ class StepConfig:
     def param_bytes(self) -> int:
         return self.weights_dtype_bytes or self.dtype_bytes
 
+    @cached_property
     def plans(self) -> list[LayerPlan]:
         """Each decoder layer's plan: what the methods make of it in training, plain otherwise."""
         if self.task != "train":
@@ -64,7 +66,7 @@ class StepConfig:
     @property
     def recomputes(self) -> bool:
         """Some layer is recomputed (transformers' gradient checkpointing is on)."""
-        return any(p.recompute for p in self.plans())
+        return any(p.recompute for p in self.plans)
 
 
 def param_sizes(cfg: StepConfig) -> tuple[list[int], list[int]]:
@@ -83,7 +85,7 @@ def param_shapes(cfg: StepConfig) -> tuple[Params, Params]:
     if cfg.task != "train":
         return everything, everything
     ends = lambda ps: tuple(p for p in ps if cfg.methods.trains(p.name))  # noqa: E731
-    trained_layers = sum(p.trainable for p in cfg.plans())
+    trained_layers = sum(p.trainable for p in cfg.plans)
     layer = extra or base.layer
     if extra and trained_layers:
         raise ValueError("a method's added parameters beside trained base layers are not modeled")
@@ -313,7 +315,7 @@ def _layer_runs(cfg: StepConfig, types: list[str]) -> list[tuple[bool, int, tupl
     the pattern (Gemma-2's alternating sliding/full layers: two; a method's every k-th layer: k),
     so the program does not grow with depth."""
     L = cfg.model.num_layers
-    keys = list(zip(cfg.plans(), types))
+    keys = list(zip(cfg.plans, types))
     periods = sorted({n * p for p in cfg.methods.layer_periods() for n in (1, 2)} | {2})
     runs: list[tuple[bool, int, tuple]] = [(True, 1, (keys[0],))]
     i = 1
