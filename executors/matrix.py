@@ -90,7 +90,10 @@ METHOD_CASES = [
 ]
 # Optimizers whose step cannot run on fake tensors, verified on the GPU only: torchao's updates
 # are torch.compile'd, which refuses to trace under a TorchDispatchMode (FakeTensorMode).
-UNTRACEABLE = {"adamw4bit": "torch.compile'd update", "adamw-fp8": "torch.compile'd update"}
+# Activation offload's pinned copies and their copies back need a CUDA device: the trace's fake tensors
+# live on the CPU, where save_on_cpu pins nothing and .to("cpu") copies nothing.
+UNTRACEABLE = {"adamw4bit": "torch.compile'd update", "adamw-fp8": "torch.compile'd update",
+               "activation-offload": "save_on_cpu on CPU tensors copies nothing"}
 
 # Families that run a subset of CASES (by index): MoE models cannot take LoRA on the MLP (case 8:
 # PEFT's target_modules miss the 3-D expert weights); Qwen2-MoE runs a cheaper cross-section.

@@ -30,7 +30,7 @@ from memsim.workload import Workload
 
 from . import protocol
 from .storage_tracker import StorageTracker
-from .trace import autocast_ctx, build_model, make_optimizer
+from .trace import build_model, forward_ctx, make_optimizer
 
 SETUP_PREFILL_CHUNK = 1024  # tokens per forward when a decode case fills its cache
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
@@ -80,7 +80,8 @@ class _Steps:
         device = next(model.parameters()).device
         # Autocast mixed precision: fp32 weights, the forward under torch.autocast (as users run it).
         autocast = p.compute if p.weights != p.compute else None
-        self.forward_ctx = lambda: autocast_ctx(device, autocast)
+        methods = step_config(w).methods if w.task == "train" else ()
+        self.forward_ctx = lambda: forward_ctx(device, autocast, methods)
         self.ids = protocol.input_ids(w.batch, w.seq, vocab)
         self.cache = None
         self.on_first_token = None  # generate: called once a step, as its first token is sampled
@@ -190,8 +191,10 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
             marks[-1].record()
 
         run.on_first_token = first_token
+        pinned, pinned_active = 0, 0
         for _ in range(steps):
             torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_host_memory_stats()
             before = host_index()  # the host's speed around this step (CPU only: no device memory)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -206,6 +209,9 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
             index.append((before + host_index()) / 2)
             allocated = max(allocated, torch.cuda.max_memory_allocated())
             reserved = max(reserved, torch.cuda.max_memory_reserved())
+            host = torch.cuda.host_memory_stats()
+            pinned = max(pinned, host.get("allocated_bytes.peak", 0))
+            pinned_active = max(pinned_active, host.get("active_bytes.peak", 0))
             run.between()
     except torch.OutOfMemoryError as e:
         del model, opt, run
@@ -218,7 +224,8 @@ def _measure_cuda(w, cfg, config, warmup, steps, meta) -> Measurement:
     torch.cuda.empty_cache()
     return Measurement(fits=True, peak_allocated_bytes=allocated, peak_reserved_bytes=reserved, device_bytes=total - free,
                        resident_bytes=resident, step_times_s=times, tokens_per_step=tokens, first_token_s=first,
-                       host_index_s=index, sm_clock_mhz=clocks, host_launch=_host_launch(), **meta)
+                       host_index_s=index, sm_clock_mhz=clocks, host_launch=_host_launch(),
+                       host_pinned_peak_bytes=pinned, host_pinned_active_peak_bytes=pinned_active, **meta)
 
 
 def _host_launch() -> dict[str, float]:

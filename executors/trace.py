@@ -118,6 +118,19 @@ def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: 
 
 
 @contextlib.contextmanager
+def forward_ctx(device: torch.device, autocast: str | None, methods=()):
+    """The training forward's context: autocast where on, then each method's own (Method.
+    torch_forward_context: save_on_cpu for activation offload)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(autocast_ctx(device, autocast))
+        for m in methods:
+            ctx = m.torch_forward_context()
+            if ctx is not None:
+                stack.enter_context(ctx)
+        yield
+
+
+@contextlib.contextmanager
 def autocast_ctx(device: torch.device, dtype: str | None):
     """torch.autocast on the model's device. On a CPU (a fake-tensor trace) autocast's op lists are
     CPU's: CudaAutocastCheck fails the trace wherever CUDA's would make it differ."""

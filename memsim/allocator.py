@@ -25,6 +25,9 @@ import bisect
 from dataclasses import dataclass
 
 from .program import Program
+from .tape import CATEGORIES
+
+GPU_CATEGORIES = frozenset(CATEGORIES)  # the caching allocator holds the GPU tier alone
 
 MIB = 2**20
 MIN_BLOCK = 512  # kMinBlockSize
@@ -181,7 +184,7 @@ def replay(program: Program, limit: int | None = None, steps: int = 2) -> Replay
         malloc, free = alloc.malloc, alloc.free
         for _ in range(repeat):
             for nbytes, cat, sign in events:
-                if not sign or nbytes <= 0:  # a kernel's work (OpCost), or nothing
+                if not sign or nbytes <= 0 or cat not in GPU_CATEGORIES:  # a kernel's work, nothing, or off the GPU
                     continue
                 key = (cat, nbytes)
                 if sign > 0:
@@ -215,7 +218,7 @@ def replay(program: Program, limit: int | None = None, steps: int = 2) -> Replay
                     continue
                 run(seg.events, seg.repeat)
                 if seg.lazy:
-                    resident.update({(cat, n): len(live[(cat, n)]) for n, cat, sign in seg.events if sign})
+                    resident.update({(cat, n): len(live[(cat, n)]) for n, cat, sign in seg.events if sign and cat in GPU_CATEGORIES})
             for (cat, size), stack in live.items():  # what the step left dies with it
                 while cat not in program.carries and len(stack) > resident.get((cat, size), 0):
                     alloc.free(stack.pop())

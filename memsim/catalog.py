@@ -94,6 +94,12 @@ def _hardware_by_name(name: str) -> HardwareSpec:
     return HardwareSpec.from_path(hardware_dir() / f"{name}.yaml")
 
 
+def parse_size(text: str) -> int | None:
+    """Bytes of a capacity such as '24GiB' or '512 GB'; None where the text is not one."""
+    m = _SIZE.match(text)
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()]) if m else None
+
+
 def load_hardware(ref) -> HardwareSpec:
     """A catalog name, a path to a profile YAML, or a capacity such as '24GiB'; `DEVICE@CAPACITY`
     is a device limited to a capacity (a size, or another device's), as `memsim validate`
@@ -107,9 +113,8 @@ def load_hardware(ref) -> HardwareSpec:
     key = ref.strip().lower()
     if key in hardware_names():
         return _hardware_by_name(key)
-    m = _SIZE.match(ref)
-    if m:
-        nbytes = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    nbytes = parse_size(ref)
+    if nbytes is not None:
         if nbytes <= 0:
             raise InputError(f"hardware: capacity '{ref}' must be positive")
         return HardwareSpec.with_capacity(nbytes)

@@ -54,6 +54,10 @@ class Measurement(BaseModel):
     # generate: each timed step's seconds to its first token (the prefill and its sampling); the
     # rest of the step is its decode steps (empty before 2026-12).
     first_token_s: list[float] = []
+    # Pinned host memory over the timed steps (torch.cuda.host_memory_stats, reset before each):
+    # the pool's bytes (allocated_bytes.peak: active and cached blocks) and the active blocks'.
+    host_pinned_peak_bytes: int = 0
+    host_pinned_active_peak_bytes: int = 0
     provenance: Provenance
 
     @property

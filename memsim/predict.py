@@ -7,6 +7,8 @@ from .catalog import load_hardware, load_model
 from .errors import InputError
 from .methods import Methods
 from .report import Report, TierPeak
+from .tape import CPU, MANAGED
+from .tiers import load_host_capacity, tier_peaks
 from .runtimes.hf_steps import StepConfig, build_program
 from .simulator import Peak, simulate
 from .workload import DTYPE_BYTES, Workload
@@ -85,13 +87,24 @@ def predict(workload: Workload | dict) -> Report:
     limited = replay(program, limit=room, steps=VERDICT_STEPS) if peak.bytes <= room else None
     fits = limited is not None and limited.fits
     reserved = limited.peak_reserved if fits else replay(program).peak_reserved
-    device = device_estimate(reserved)
+    others = tier_peaks(program, _tiers(cfg))
+    # CUDA managed memory (a paged optimizer's state) is on the device while the step uses it.
+    device = device_estimate(reserved) + (others[MANAGED].device_bytes if MANAGED in others else 0)
+    capacities, notes = {"gpu": capacity}, []
+    if CPU in others:
+        host = load_host_capacity(w.host, hw)
+        if host is None:
+            notes.append("cpu: no host named (host: a CPU host of memsim list cpu, or a capacity): its capacity is not checked")
+        else:
+            capacities[CPU] = host
+            fits = fits and others[CPU].reserved_bytes <= host
     return Report(
         fits=fits,
-        peak={"gpu": TierPeak(allocated_bytes=peak.bytes, reserved_bytes=reserved, device_bytes=device)},
+        peak={"gpu": TierPeak(allocated_bytes=peak.bytes, reserved_bytes=reserved, device_bytes=device), **others},
         breakdown_bytes=peak.breakdown,
-        capacity_bytes={"gpu": capacity},
-        headroom_bytes={"gpu": capacity - device},
+        capacity_bytes=capacities,
+        headroom_bytes={"gpu": capacity - device} | {t: c - others[t].reserved_bytes for t, c in capacities.items() if t != "gpu"},
+        notes=notes,
         phase_at_peak=peak.segment,
         model=cfg.model.name,
         hardware=hw.name,
@@ -100,6 +113,13 @@ def predict(workload: Workload | dict) -> Report:
         seq=w.seq,
         parameters=cfg.model.param_count(),
     )
+
+
+def _tiers(cfg: StepConfig) -> set[str]:
+    """The memory tiers besides the GPU's that the step's methods and optimizer use."""
+    if cfg.task != "train":
+        return set()
+    return cfg.methods.tiers() | (cfg.optimizer.tiers() if cfg.optimizer else set())
 
 
 def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> dict:

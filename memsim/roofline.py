@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .calibration import MeasuredProfile
+from .errors import InputError
 from .hardware import HardwareSpec
 from .program import Program
 from .tape import OpCost
@@ -100,6 +101,16 @@ class Rates:
         per_kernel = self.host_per_op if cost.issued_by == "op" else self.host_per_kernel
         return cost.kernels * per_kernel + cost.host_calls * self.host_per_hook
 
+    def transfer(self, cost: OpCost) -> float:
+        """Seconds of a host-device copy into or out of pinned memory: the profile's measured
+        transfers where it has them, else the GPU's host link at its datasheet bandwidth."""
+        if self.profile and self.profile.transfer:
+            return self.profile.transfer_seconds(cost.bytes, cost.layout, pinned=True)
+        if self.hw.host_link is None:
+            raise InputError(f"hardware '{self.hw.name}': no host link or measured transfers to time a host-device copy; "
+                             "use a catalog GPU with a host_link")
+        return cost.bytes / self.hw.host_link.bandwidth_bytes_per_s.value
+
     def attention(self, cost: OpCost) -> float:
         rate = self.profile.attention_rate(cost.head_dim, cost.masked, cost.name.endswith(".bwd"), cost.flops) if self.profile else None
         return rate or self.peak
@@ -147,6 +158,8 @@ def kernel_seconds(cost: OpCost, rates: Rates, dtype_bytes: int) -> tuple[float,
     elif cost.kind == "attention":
         flops = cost.flops
         compute = flops / rates.attention(cost)
+    elif cost.kind == "transfer":
+        return rates.transfer(cost), 0.0, "transfer"
     else:
         flops, compute = 0.0, 0.0
     memory = cost.bytes / (rates.memory(cost) if cost.kind in ("memory", "cat") else rates.bandwidth)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .params import CUDA_BLOCK_BYTES, cuda_rounded  # noqa: F401  (re-exported: the allocator's rounding)
 from .program import Program
-from .tape import CATEGORIES
+from .tape import CATEGORIES, GPU, on_tier
 
 
 @dataclass
@@ -17,9 +17,10 @@ class Peak:
     final_bytes: int  # live at the end
 
 
-def simulate(program: Program, exclude: tuple[str, ...] = (), rounding=cuda_rounded) -> Peak:
-    """Peak live bytes over the program. Categories in `exclude` are left out (a fake-tensor
-    trace has no kernel workspaces, so comparisons with it exclude them)."""
+def simulate(program: Program, exclude: tuple[str, ...] = (), rounding=cuda_rounded, tier: str = GPU) -> Peak:
+    """Peak live bytes over the program on one memory tier. Categories in `exclude` are left out
+    (a fake-tensor trace has no kernel workspaces, so comparisons with it exclude them)."""
+    counted = {on_tier(c, tier): c for c in CATEGORIES if c not in exclude}
     live = dict.fromkeys(CATEGORIES, 0)
     total = 0
     rounded: dict[int, int] = {}  # a program repeats few distinct sizes: round each once
@@ -29,8 +30,9 @@ def simulate(program: Program, exclude: tuple[str, ...] = (), rounding=cuda_roun
         run = dict.fromkeys(CATEGORIES, 0)
         run_total = 0
         seg_max, seg_at = 0, dict(run)
-        for nbytes, cat, sign in seg.events:
-            if not sign or cat in exclude:  # a kernel's work (OpCost), or left out
+        for nbytes, event_cat, sign in seg.events:
+            cat = counted.get(event_cat)
+            if not sign or cat is None:  # a kernel's work (OpCost), another tier, or left out
                 continue
             r = rounded.get(nbytes)
             if r is None:

@@ -26,6 +26,15 @@ KV_CACHE = "kv_cache"
 TEMPORARIES = "temporaries"
 WORKSPACE = "workspace"
 CATEGORIES = (WEIGHTS, GRADIENTS, OPTIMIZER, ACTIVATIONS, KV_CACHE, TEMPORARIES, WORKSPACE)
+# Memory tiers. An event's category names its tier when that is not the GPU's ("cpu:activations"):
+# the GPU's tensors are the allocator's, the rest are counted apart (simulate(tier=...)).
+GPU, MANAGED, CPU, NVME = "gpu", "managed", "cpu", "nvme"
+TIERS = (GPU, MANAGED, CPU, NVME)  # managed: CUDA managed memory, outside the caching allocator
+
+
+def on_tier(category: str, tier: str) -> str:
+    """The event category of a `category` tensor held on `tier`."""
+    return category if tier == GPU else f"{tier}:{category}"
 
 Event = tuple[int, str, int]  # (bytes, category, +1 alloc / -1 free); a kernel's work: (OpCost, COST, 0)
 COST = "op"  # the category of a cost event; memory walks skip events whose sign is 0
@@ -51,7 +60,8 @@ class OpCost:
 
     name: str
     kind: str  # "matmul" (shape from operands) | "flops" | "attention" | "grouped" (explicit arithmetic) | "cat" | "memory"
-    #          | "host" (no kernel: Python the host runs, host_calls)
+    #          | "host" (no kernel: Python the host runs, host_calls) | "transfer" (a host-device copy: layout
+    #          is its direction, device_to_host or host_to_device, into or out of pinned memory)
     bytes: int
     flops: float = 0.0
     operands: tuple[int, ...] = ()
@@ -122,6 +132,7 @@ class Node:
     saved: list[T]
     recipe: tuple
     cost: OpCost | None = None  # the forward kernel's; backward's follows from it
+    packed: list[int] = field(default_factory=list)  # bytes of saved tensors copied to another tier
 
 
 @dataclass
@@ -131,6 +142,9 @@ class Tape:
     nodes: list[Node] = field(default_factory=list)
     last_cost: OpCost | None = None
     costs: bool = field(default_factory=_RECORD_COSTS.get)  # record kernels' work (recording_costs)
+    # Where autograd's saved tensors go: the GPU, or another tier through saved-tensor hooks
+    # (torch.autograd.graph.save_on_cpu): packed as a copy there, unpacked to a GPU copy by backward.
+    saved_tier: str = GPU
 
     # -- storages ----------------------------------------------------------------------------
     def new(self, name: str, nbytes: int, category: str = ACTIVATIONS) -> T:
@@ -225,9 +239,29 @@ class Tape:
         if not (self.grad_enabled and recipe is not None and any(t.requires_grad for t in inputs)):
             return
         out.requires_grad = True
+        if self.saved_tier != GPU:
+            self.nodes.append(Node(name, list(inputs), out, [], recipe, cost, [self._pack(s) for s in saves]))
+            return
         for s in saves:
             self._hold(s)
         self.nodes.append(Node(name, list(inputs), out, list(saves), recipe, cost))
+
+    def _transfer(self, name: str, nbytes: int, direction: str) -> None:
+        if self.costs:
+            self.events.append((OpCost(name, "transfer", nbytes, layout=direction), COST, 0))
+
+    def _pack(self, t: T) -> int:
+        """save_on_cpu's pack hook: a copy of the saved tensor on the saved tier (every saved
+        tensor, weights included, each time a node saves it); the GPU's is not held."""
+        self.events.append((t.nbytes, on_tier(ACTIVATIONS, self.saved_tier), 1))
+        self._transfer(f"{t.name}.pack", t.nbytes, "device_to_host")
+        return t.nbytes
+
+    def _unpack(self, node: Node) -> None:
+        """The unpack hook, as backward reaches the node: a GPU copy of each packed tensor."""
+        node.saved = [self.new(f"{node.name}.unpacked", n) for n in node.packed]
+        for n in node.packed:
+            self._transfer(f"{node.name}.unpack", n, "host_to_device")
 
     # -- backward ---------------------------------------------------------------------------
     def backward(self, seeds: dict[int, T]) -> dict[int, T]:
@@ -239,6 +273,8 @@ class Tape:
             grad_out = pending.pop(id(node.output), None)
             if grad_out is None:
                 continue
+            if node.packed:
+                self._unpack(node)
             temps: list[T] = []
             produced: list[tuple[T, T]] = []
             leaf_grads: list[tuple[T, T]] = []  # reach AccumulateGrad once this node is done
@@ -265,6 +301,8 @@ class Tape:
             self.drop(grad_out)
             self.drop(*node.saved)
             node.saved = []
+            self.events += [(n, on_tier(ACTIVATIONS, self.saved_tier), -1) for n in node.packed]
+            node.packed = []
             for x, g in leaf_grads:
                 self._accumulate_leaf(x, g)
             for x, g in produced:

@@ -187,12 +187,14 @@ def comparison(cases: list[Case], results: dict[str, Measurement]):
                    step_time_s=m.step_time_s, tokens_per_s=m.tokens_per_s,
                    predicted_step_s=step_s, measured_step_s=m.step_time_s, predicted_bound=bound,
                    predicted_step_run_host_s=own_host_s)
+        if "cpu" in rep.peak:  # the host tier: pinned memory's pool (active and cached blocks)
+            row.update(predicted_host_pinned=rep.peak["cpu"].reserved_bytes, measured_host_pinned=m.host_pinned_peak_bytes)
         # Prefill and decode apart (a generate's time to first token and the rest): their tokens/s.
         for phase in ("prefill", "decode"):
             pred, meas = phases.get(phase, float("nan")), measured_phases.get(phase, float("nan"))
             row[f"predicted_{phase}_s"], row[f"measured_{phase}_s"] = pred, meas
             row[f"error_{phase}_tokens_per_s"] = meas / pred - 1 if pred == pred and meas == meas and pred > 0 else float("nan")
-        for k in ("allocated", "reserved", "device", "step", "step_run_host"):
+        for k in ("allocated", "reserved", "device", "step", "step_run_host") + (("host_pinned",) if "cpu" in rep.peak else ()):
             meas = row[f"measured_{k}"] if not k.startswith("step") else row["measured_step_s"]
             pred = row[f"predicted_{k}"] if not k.startswith("step") else row[f"predicted_{k}_s"]
             row[f"error_{k}"] = (pred - meas) / meas if m.fits and meas and pred == pred else float("nan")

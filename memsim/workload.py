@@ -33,6 +33,7 @@ class Workload(BaseModel):
 
     model: str | dict[str, Any] = "tinyllama-1.1b"
     hardware: str = "rtx-4090"
+    host: str | None = Field(None, description="the host's memory: a CPU host (memsim list cpu) or a capacity such as 512GiB")
     task: Literal["train", "prefill", "decode", "generate"] = "train"
     batch: int = Field(1, ge=1)
     seq: int = Field(1024, ge=1)
@@ -62,6 +63,13 @@ class Workload(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.host is not None:
+            from .tiers import load_host_capacity
+
+            try:
+                load_host_capacity(self.host, None)
+            except InputError as e:
+                raise ValueError(f"host: {str(e).split(': ', 1)[-1]}") from None
         p = self.precision
         if p.weights != p.compute and p.weights != "fp32":
             raise ValueError(
@@ -111,6 +119,8 @@ def describe(e: ValidationError) -> str:
     head, _, rest = msg.partition(": ")
     if loc in ("methods", "optimizer") and rest and " " not in head:  # a method's own parameter
         return f"{loc}.{head}: {rest}"
+    if loc == "workload" and head.split(".")[0] in Workload.model_fields:  # a check across fields names its own
+        return msg
     if err["type"] == "extra_forbidden":
         field = str(err["loc"][-1])
         return f"{loc}: unknown field{suggest(field, _fields_at(err['loc']))}"

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from ..errors import suggest
 from .activation_checkpointing import ActivationCheckpointing
+from .activation_offload import ActivationOffload
 from .adafactor import Adafactor
 from .adamw import Adam, AdamW
 from .adamw4bit import AdamW4bit
@@ -20,7 +21,7 @@ from .lora import Lora
 from .optimizer import Optimizer
 from .sgd import SGD, SGDMomentum
 
-METHODS: dict[str, type[Method]] = {m.model_fields["name"].default: m for m in (ActivationCheckpointing, Lora, Lisa)}
+METHODS: dict[str, type[Method]] = {m.model_fields["name"].default: m for m in (ActivationCheckpointing, ActivationOffload, Lora, Lisa)}
 OPTIMIZERS: dict[str, type[Optimizer]] = {o.model_fields["name"].default: o for o in (AdamW, Adam, SGD, SGDMomentum, Adafactor, AdamW8bit, AdamW4bit, AdamWFp8)}
 
 
@@ -72,7 +73,7 @@ def _build(cls, spec: dict, prefix: str):
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "literal_error":
             msg = f"{name} has no {err.get('input')!r}; use {err.get('ctx', {}).get('expected', '')}"
-        raise ValueError(f"{field}: {msg}") from None
+        raise ValueError(f"{field}: {msg}" if err["loc"] else f"{prefix}{msg}") from None
 
 
 def catalog() -> list[dict]:
@@ -86,5 +87,5 @@ def host_calibration_steps() -> dict[str, list]:
     return {cls.host_step: list(cls.host_methods) for cls in METHODS.values() if cls.host_step}
 
 
-__all__ = ["METHODS", "OPTIMIZERS", "ActivationCheckpointing", "Adafactor", "Adam", "AdamW", "Lora", "SGD", "SGDMomentum", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog",
+__all__ = ["METHODS", "OPTIMIZERS", "ActivationCheckpointing", "ActivationOffload", "Adafactor", "Adam", "AdamW", "Lora", "SGD", "SGDMomentum", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog",
            "host_calibration_steps", "parse_method", "parse_optimizer"]

@@ -23,6 +23,7 @@ class ActivationCheckpointing(Method):
     host_step = "ckpt-train"
     host_methods = ("activation-checkpointing",)
     host_cost = "hook"
+    conflicts = ("activation-offload",)
 
     def layer(self, index: int, layers: int, plan: LayerPlan) -> LayerPlan:
         return replace(plan, recompute=index % self.every == 0)

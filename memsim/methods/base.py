@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import InputError
 from ..params import Param
+from ..tape import GPU
 
 # Parts of the model outside the decoder layers whose parameters a method may freeze.
 ENDS = ("embed_tokens", "norm", "lm_head")
@@ -59,6 +60,8 @@ class Method(BaseModel):
     host_step: ClassVar[str] = ""
     host_methods: ClassVar[tuple[Any, ...]] = ()
     host_cost: ClassVar[str] = "kernel"
+    # Memory tiers besides the GPU's that the method puts tensors on (memsim.tape.TIERS).
+    tiers: ClassVar[tuple[str, ...]] = ()
 
     def check(self, model, workload) -> None:
         """Refuse a model or workload the method cannot apply to (one-line InputError)."""
@@ -89,6 +92,10 @@ class Method(BaseModel):
         (enable_input_require_grads, as checkpointing a frozen model needs)."""
         return False
 
+    def saved_tensors_tier(self) -> str:
+        """The tier autograd's saved tensors of the training forward go to (saved-tensor hooks)."""
+        return GPU
+
     # -- torch side ----------------------------------------------------------------------------
     def check_torch(self) -> None:
         """Refuse, before any device work, what the executors cannot run (one-line InputError)."""
@@ -96,6 +103,10 @@ class Method(BaseModel):
     def apply_torch(self, model):
         """The method set up on a real transformers model; returns the model to run."""
         raise InputError(f"methods.{self.name}: the executors cannot run it yet (analytic only)")
+
+    def torch_forward_context(self):
+        """A context the executors run the training forward in (None: none)."""
+        return None
 
     @classmethod
     def describe(cls) -> dict:
@@ -156,6 +167,12 @@ class Methods:
 
     def marks_embedding_output(self) -> bool:
         return any(m.marks_embedding_output() for m in self.items)
+
+    def saved_tensors_tier(self) -> str:
+        return next((t for m in self.items if (t := m.saved_tensors_tier()) != GPU), GPU)
+
+    def tiers(self) -> set[str]:
+        return {t for m in self.items for t in m.tiers}
 
     def host_steps(self) -> list[str]:
         """The calibration steps of these methods that measure a step's host time per kernel."""

@@ -12,6 +12,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from ..params import Params, Param, cuda_rounded
+from ..tape import GPU
 
 STEP_SCALAR_BYTES = 4  # state["step"]: a float32 scalar
 SCALAR_BYTES = 4  # a 0-dim (or [1, 1]) fp32/bf16 result such as a norm; one CUDA block once rounded
@@ -58,6 +59,14 @@ class Optimizer(BaseModel):
     def state(self, p: Param) -> tuple[int, ...]:
         """The bytes of each state tensor the optimizer creates for parameter `p` at its first step."""
         return ()
+
+    def state_tiers(self, p: Param) -> tuple[str, ...]:
+        """The memory tier of each of state(p)'s tensors."""
+        return (GPU,) * len(self.state(p))
+
+    def tiers(self) -> set[str]:
+        """Tiers besides the GPU's that the state lives on."""
+        return set()
 
     def shared_state(self, params: Params) -> tuple[int, ...]:
         """State held once per optimizer (a quantization map), created before the first parameter's."""

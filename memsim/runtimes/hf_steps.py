@@ -23,7 +23,7 @@ from ..methods.optimizer import Optimizer
 from ..model import ModelSpec
 from ..params import Param, Params, cuda_rounded, linear_shapes, model_params
 from ..program import Program
-from ..tape import ACTIVATIONS, COST, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, OpCost, T, Tape
+from ..tape import ACTIVATIONS, COST, GPU, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, OpCost, T, Tape, on_tier
 from . import autocast, hf_gemma2, hf_moe, sliding_window
 from . import hf_transformers as hf
 from .hf_arch import FULL, LLAMA, Arch
@@ -175,7 +175,7 @@ def _train(cfg: StepConfig) -> Program:
 
     # Prologue: ids, embedding, the cache object, positions, rotary tables, masks.
     arch = _arch(m)
-    tp0 = Tape()
+    tp0 = _forward_tape(cfg)
     ids, table, x0 = _embed(tp0, sh, trainable=cfg.methods.trains("embed_tokens"))
     scalars = _cache_scalars(tp0, m) if use_cache else 0
     pos = tp0.new("position_ids", sh.seq * INT64)
@@ -204,7 +204,7 @@ def _train(cfg: StepConfig) -> Program:
         built.append((bwd, count))
 
     # Epilogue: final norm, lm_head, loss; the outputs (and their cache) die before backward.
-    tp2 = Tape()
+    tp2 = _forward_tape(cfg)
     h_last = tp2.incoming("hidden", sh.hidden_state_bytes, ACTIVATIONS, requires_grad=True)
     norm_w = tp2.external("norm", m.hidden_size * sh.param_bytes, WEIGHTS, cfg.methods.trains("norm"), leaf=True)
     hn = arch.rms_norm(tp2, sh, h_last, norm_w)
@@ -253,8 +253,10 @@ def _train(cfg: StepConfig) -> Program:
     # optimizer.step(): the first creates the state (_init_group), then the update's temporaries;
     # zero_grad(set_to_none=True).
     prog.resident("optimizer state", list(opt.shared_state(trainable)), OPTIMIZER, lazy=True)
-    for sizes, repeat in _per_param(trainable, opt.state):
-        prog.resident("optimizer state", sizes, OPTIMIZER, repeat, lazy=True)
+    for tier in (GPU, *sorted(opt.tiers())):
+        on = lambda p, tier=tier: [n for n, t in zip(opt.state(p), opt.state_tiers(p)) if t == tier]  # noqa: E731
+        for sizes, repeat in _per_param(trainable, on):
+            prog.resident("optimizer state", sizes, on_tier(OPTIMIZER, tier), repeat, lazy=True)
     if step_memory.temp_per_param:  # a foreach list: one tensor per parameter, all freed after the update
         for sign in (1, -1):
             for sizes, repeat in _per_param(trainable, lambda p: (p.nbytes,)):
@@ -271,10 +273,15 @@ def _train(cfg: StepConfig) -> Program:
     return prog
 
 
+def _forward_tape(cfg: StepConfig) -> Tape:
+    """A tape of the training forward: its saved tensors where the methods keep them."""
+    return Tape(saved_tier=cfg.methods.saved_tensors_tier())
+
+
 def _train_layer(cfg: StepConfig, sh: Shapes, first: bool, plan: LayerPlan, use_cache: bool, cos: T, sin: T, mask: T | None):
     """One decoder layer of a training step: (forward events, backward events, cache bytes,
     inputs_embeds bytes and autocast weight-cast bytes whose free is owed to the epilogue)."""
-    tp = Tape()
+    tp = _forward_tape(cfg)
     casts: list = []
     x = tp.incoming("hidden", sh.hidden_state_bytes, ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
     ext_cos = tp.external("cos", cos.nbytes)
@@ -397,7 +404,9 @@ def _loss(tp: Tape, sh: Shapes, hn: T, head_w: T) -> tuple[T, list[T]]:
     shifted = tp.new("loss.labels_shifted", sh.tokens * INT64)
     lsm = ops.unary_saving_output(tp, "log_softmax", l32)
     loss, total_weight = tp.op("nll_loss", [lsm], FP32, extra_outputs=(FP32,))
-    tp.record("nll_loss", [lsm], loss, [shifted, total_weight], (("grad", 0),), tp.last_cost)
+    # nll_loss saves its input (log_softmax's saved output: one storage, unless saved-tensor hooks
+    # pack each reference apart), the targets and total_weight (derivatives.yaml).
+    tp.record("nll_loss", [lsm], loss, [lsm, shifted, total_weight], (("grad", 0),), tp.last_cost)
     tp.drop(total_weight, lsm, l32, padded, shifted)
     tp.drop(logits)  # outputs.logits dies with the outputs object
     return loss, []
