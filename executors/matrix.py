@@ -87,6 +87,9 @@ METHOD_CASES = [
     ("train", "fp32", "eager", "adamw8bit", "bitsandbytes", ["activation-checkpointing"], 2, 64, 0),
     ("train", "bf16", "sdpa", "adamw", "foreach", [{"name": "lisa", "active_layers": 1}], 2, 128, 0),
     ("train", "bf16", "sdpa", "adamw8bit", "bitsandbytes", [{"name": "lisa", "active_layers": 2}, "activation-checkpointing"], 2, 64, 0),
+    # A scoring forward, model(input_ids): every position's logits (a tenth element: further workload fields).
+    ("prefill", "bf16", "sdpa", "adamw", "foreach", [], 2, 256, 0, {"logits": "all"}),
+    ("prefill", "fp32", "eager", "adamw", "foreach", [], 1, 128, 0, {"logits": "all"}),
 ]
 # Optimizers whose step cannot run on fake tensors, verified on the GPU only: torchao's updates
 # are torch.compile'd, which refuses to trace under a TorchDispatchMode (FakeTensorMode).
@@ -123,18 +126,20 @@ def workloads() -> list[tuple[str, dict]]:
                if i in CASE_SUBSETS.get(family, range(len(CASES)))]
     for family, case in crossed + [(f, c) for f in METHOD_FAMILIES for c in METHOD_CASES]:
         config = FAMILIES[family]
-        task, dtype, attention, opt, impl, methods, batch, seq, new = case
+        task, dtype, attention, opt, impl, methods, batch, seq, new, *extra = case
+        fields = extra[0] if extra else {}
         weights, compute = ("fp32", dtype.removeprefix("amp-")) if dtype.startswith("amp-") else (dtype, dtype)
         names = "+".join(m if isinstance(m, str) else m["name"] + "".join(str(v) for k, v in m.items() if k != "name" and not isinstance(v, list))
                          for m in methods) or "plain"
         cid = f"{family}-{task}-{dtype}-{attention}-{opt}-{impl}-{names}-b{batch}s{seq}" + (f"n{new}" if new else "")
+        cid += "".join(f"-{k}-{v}" for k, v in fields.items())
         hardware = ["80GiB"]
         if family in H100_FAMILIES and attention == "sdpa" and compute != "fp32":
             hardware.append(H100)
         for hw in hardware:
             w = dict(model=dict(config), hardware=hw, task=task, batch=batch, seq=seq, generate=new,
                      precision={"weights": weights, "compute": compute}, optimizer={"name": opt, "impl": impl},
-                     attention=attention, methods=methods)
+                     attention=attention, methods=methods, **fields)
             out.append((cid + ("-h100" if hw == H100 else ""), w))
     return out
 

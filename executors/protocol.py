@@ -30,9 +30,10 @@ def train_step(model, ids, opt, forward_ctx=contextlib.nullcontext, phase=lambda
 
 
 @torch.no_grad()
-def prefill(model, ids, cache=None):
-    """A prompt as generate() runs it: the cache filled, logits of the last position only."""
-    return model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+def prefill(model, ids, cache=None, logits_to_keep: int = 1):
+    """A prompt as generate() runs it: the cache filled, logits of the last position only; with
+    logits_to_keep=0, of every position (a scoring forward, model(input_ids))."""
+    return model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep)
 
 
 def new_cache(model):

@@ -109,7 +109,7 @@ class _Steps:
             protocol.train_step(self.model, self.ids, self.opt, self.forward_ctx)
         elif task == "prefill":
             with self.forward_ctx():
-                out = protocol.prefill(self.model, self.ids)
+                out = protocol.prefill(self.model, self.ids, logits_to_keep=0 if self.w.logits == "all" else 1)
             del out
         elif task == "decode":
             protocol.decode_step(self.model, self.cache, self.next_ids)

@@ -86,7 +86,7 @@ def _with_scalar_values(step):
 
 
 def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: int, new_tokens: int = 0, opt=None,
-             autocast: str | None = None):
+             autocast: str | None = None, logits_to_keep: int = 1):
     """The step protocols (protocol.py) as the tracer runs them, with phase labels. `autocast`
     (bf16): the forward runs under torch.autocast on the model's device, backward and the optimizer
     outside it, as an fp32-weights mixed-precision loop does."""
@@ -102,7 +102,7 @@ def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: 
     tr.phase = "prefill"
     if task == "prefill":
         with forward_ctx():
-            out = protocol.prefill(model, ids)
+            out = protocol.prefill(model, ids, logits_to_keep=logits_to_keep)
         del out
         return
 
@@ -146,7 +146,8 @@ def autocast_ctx(device: torch.device, dtype: str | None):
 
 
 def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", attention: str = "sdpa",
-          optimizer=None, methods=(), new_tokens: int = 0, compute: str | None = None, sm: int = DEFAULT_SM) -> TraceResult:
+          optimizer=None, methods=(), new_tokens: int = 0, compute: str | None = None, sm: int = DEFAULT_SM,
+          logits_to_keep: int = 1) -> TraceResult:
     """`dtype`: the weights'; `compute`: the autocast dtype when it differs (fp32 weights, bf16
     compute). Fake tensors live on the CPU, so autocast is CPU's (see _autocast). `optimizer` and
     `methods`: memsim's (memsim.methods), set up by their torch side. `sm`: the compute capability
@@ -162,7 +163,7 @@ def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", at
             for p in model.parameters():
                 p.requires_grad_(False)
         tr.reset_peak()  # the step's peak, not model construction's (as reset_peak_memory_stats after loading)
-        run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt, autocast)
+        run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt, autocast, logits_to_keep)
         # Optimizer state that stays on the host (`step` of non-fused Adam) is not GPU memory.
         if opt is not None:
             tr.exclude_host([t for s in opt.state.values() for t in optimizer.host_state(s)])
@@ -178,4 +179,4 @@ def trace_workload(w) -> TraceResult:
     for m in cfg.methods:
         m.check_torch()
     return trace(raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.weights, cfg.attention,
-                 cfg.optimizer, cfg.methods, cfg.new_tokens, w.precision.compute, cfg.sm)
+                 cfg.optimizer, cfg.methods, cfg.new_tokens, w.precision.compute, cfg.sm, 0 if cfg.all_logits else 1)

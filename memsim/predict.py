@@ -42,6 +42,7 @@ def step_config(w: Workload) -> StepConfig:
         optimizer=w.optimizer,
         methods=Methods(tuple(w.methods)),
         new_tokens=w.generate,
+        all_logits=w.logits == "all",
         weights_dtype_bytes=DTYPE_BYTES[p.weights] if p.weights != p.compute else 0,
         sm=load_hardware(w.hardware).sm,
     )

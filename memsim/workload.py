@@ -41,6 +41,9 @@ class Workload(BaseModel):
     precision: Precision = Precision()
     optimizer: SerializeAsAny[Optimizer] = Field(default_factory=lambda: parse_optimizer(DEFAULT_OPTIMIZER))
     attention: Literal["sdpa", "eager", "flash"] = "sdpa"
+    # prefill: the logits of the last position only (generate's prefill, logits_to_keep=1), or of
+    # every position (model(input_ids) for scoring or evaluation).
+    logits: Literal["last", "all"] = "last"
     methods: list[SerializeAsAny[Method]] = []
     runtime: Literal["hf-transformers"] = "hf-transformers"
 
@@ -76,6 +79,8 @@ class Workload(BaseModel):
                 f"precision: weights={p.weights} with compute={p.compute} is not a mode torch runs (autocast lowers "
                 "fp32 weights' matmuls to 16 bits); use weights fp32 with compute bf16 or fp16 (autocast), or one dtype for both"
             )
+        if self.logits == "all" and self.task != "prefill":
+            raise ValueError(f"logits: all applies to task=prefill (a forward keeping every position's logits), not {self.task}")
         if self.task == "generate" and self.generate < 1:
             raise ValueError("generate: task=generate needs generate >= 1 (new tokens)")
         for m in self.methods:

@@ -49,6 +49,7 @@ class StepConfig:
     optimizer: Optimizer | None = None  # a training step's (memsim.methods)
     methods: Methods = Methods()
     new_tokens: int = 0
+    all_logits: bool = False  # prefill: logits of every position (else the last one's)
     weights_dtype_bytes: int = 0  # parameters' dtype when it differs from compute (autocast); 0: the same
     sm: int = DEFAULT_SM  # the GPU's compute capability (torch_cuda: attention kernel, cuBLAS workspace)
 
@@ -474,7 +475,7 @@ def _prefill(cfg: StepConfig) -> Program:
     prog = Program()
     _weights(prog, cfg)
     sh = Shapes(cfg.model, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes, sm=cfg.sm)
-    _inference_forward(prog, cfg, sh, "prefill", logits_rows=1)
+    _inference_forward(prog, cfg, sh, "prefill", logits_rows=cfg.seq if cfg.all_logits else 1)
     return prog
 
 
