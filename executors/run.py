@@ -164,7 +164,7 @@ def _build(w: Workload, cfg, config):
     model = build_model(config, cfg.attention, w.precision.weights, cfg.methods)
     opt = None
     if w.task == "train":
-        opt = make_optimizer(model, cfg.optimizer)
+        opt = make_optimizer(model, cfg.step_optimizer)
     else:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -258,6 +258,6 @@ def _measure_cpu(w, cfg, config, warmup, steps, meta) -> Measurement:
                 marks.clear()
             run.between()
         if opt is not None:
-            tr.exclude_host([t for s in opt.state.values() for t in cfg.optimizer.host_state(s)])
+            tr.exclude_host([t for s in opt.state.values() for t in cfg.step_optimizer.host_state(s)])
     return Measurement(fits=True, peak_allocated_bytes=tr.peak_bytes,  # no caching allocator on the CPU
                        resident_bytes=resident, step_times_s=times, tokens_per_step=run.tokens, first_token_s=first, **meta)

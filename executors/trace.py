@@ -57,11 +57,10 @@ def make_optimizer(model, optimizer):
     """The memsim optimizer's torch one over the model's trainable parameters. On fake tensors the
     values an optimizer reads back to Python (Adafactor's norms, bitsandbytes' quantization maps)
     are answered by _ScalarValues: what it allocates does not depend on them."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not isinstance(params[0], torch._subclasses.fake_tensor.FakeTensor):
-        return optimizer.torch_optimizer(params)
+    if not isinstance(next(model.parameters()), torch._subclasses.fake_tensor.FakeTensor):
+        return optimizer.torch_optimizer_for(model)
     with _ScalarValues():
-        opt = optimizer.torch_optimizer(params)
+        opt = optimizer.torch_optimizer_for(model)
     opt.step = _with_scalar_values(opt.step)
     return opt
 
@@ -179,4 +178,4 @@ def trace_workload(w) -> TraceResult:
     for m in cfg.methods:
         m.check_torch()
     return trace(raw_config(w.model), cfg.task, cfg.batch, cfg.seq, w.precision.weights, cfg.attention,
-                 cfg.optimizer, cfg.methods, cfg.new_tokens, w.precision.compute, cfg.sm, 0 if cfg.all_logits else 1)
+                 cfg.step_optimizer, cfg.methods, cfg.new_tokens, w.precision.compute, cfg.sm, 0 if cfg.all_logits else 1)

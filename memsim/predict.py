@@ -120,7 +120,7 @@ def _tiers(cfg: StepConfig) -> set[str]:
     """The memory tiers besides the GPU's that the step's methods and optimizer use."""
     if cfg.task != "train":
         return set()
-    return cfg.methods.tiers() | (cfg.optimizer.tiers() if cfg.optimizer else set())
+    return cfg.methods.tiers() | (cfg.step_optimizer.tiers() if cfg.optimizer else set())
 
 
 def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> dict:

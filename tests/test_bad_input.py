@@ -20,7 +20,7 @@ FIT_CASES = [
     (["fit", "--impl", "cuda"], "optimizer.impl"),
     (["fit", "--optimizer", "adafactor", "--impl", "fused"], "optimizer.impl: adafactor has no 'fused'; use 'foreach' or 'for-loop'"),
     (["fit", "--attention", "xformers"], "attention"),
-    (["fit", "--method", "galore"], "unknown method 'galore'"),
+    (["fit", "--method", "mezo"], "unknown method 'mezo'"),
     (["fit", "--method", "lora:rank=0"], "rank"),
     (["fit", "--method", "lora:targets=qproj"], "unknown target"),
     (["fit", "--method", "lora:alpha"], "parameters are key=value"),

@@ -16,12 +16,13 @@ from .adamw4bit import AdamW4bit
 from .adamw8bit import AdamW8bit
 from .adamw_fp8 import AdamWFp8
 from .base import LayerPlan, LinearSite, Method, Methods
+from .galore import GaLore
 from .lisa import Lisa
 from .lora import Lora
 from .optimizer import Optimizer
 from .sgd import SGD, SGDMomentum
 
-METHODS: dict[str, type[Method]] = {m.model_fields["name"].default: m for m in (ActivationCheckpointing, ActivationOffload, Lora, Lisa)}
+METHODS: dict[str, type[Method]] = {m.model_fields["name"].default: m for m in (ActivationCheckpointing, ActivationOffload, Lora, Lisa, GaLore)}
 OPTIMIZERS: dict[str, type[Optimizer]] = {o.model_fields["name"].default: o for o in (AdamW, Adam, SGD, SGDMomentum, Adafactor, AdamW8bit, AdamW4bit, AdamWFp8)}
 
 
@@ -87,5 +88,5 @@ def host_calibration_steps() -> dict[str, list]:
     return {cls.host_step: list(cls.host_methods) for cls in METHODS.values() if cls.host_step}
 
 
-__all__ = ["METHODS", "OPTIMIZERS", "ActivationCheckpointing", "ActivationOffload", "Adafactor", "Adam", "AdamW", "Lora", "SGD", "SGDMomentum", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog",
+__all__ = ["METHODS", "OPTIMIZERS", "ActivationCheckpointing", "ActivationOffload", "GaLore", "Adafactor", "Adam", "AdamW", "Lora", "SGD", "SGDMomentum", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog",
            "host_calibration_steps", "parse_method", "parse_optimizer"]

@@ -96,6 +96,10 @@ class Method(BaseModel):
         """The tier autograd's saved tensors of the training forward go to (saved-tensor hooks)."""
         return GPU
 
+    def wrap_optimizer(self, optimizer):
+        """The optimizer the step runs, given the workload's (a projection of its gradients)."""
+        return optimizer
+
     # -- torch side ----------------------------------------------------------------------------
     def check_torch(self) -> None:
         """Refuse, before any device work, what the executors cannot run (one-line InputError)."""
@@ -173,6 +177,11 @@ class Methods:
 
     def tiers(self) -> set[str]:
         return {t for m in self.items for t in m.tiers}
+
+    def wrap_optimizer(self, optimizer):
+        for m in self.items:
+            optimizer = m.wrap_optimizer(optimizer)
+        return optimizer
 
     def host_steps(self) -> list[str]:
         """The calibration steps of these methods that measure a step's host time per kernel."""

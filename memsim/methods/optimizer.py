@@ -95,6 +95,11 @@ class Optimizer(BaseModel):
         """The optimizer over a real model's trainable `params` (imports torch inside)."""
         raise NotImplementedError
 
+    def torch_optimizer_for(self, model):
+        """The optimizer over a real model's trainable parameters (one that groups them by name
+        overrides this)."""
+        return self.torch_optimizer([p for p in model.parameters() if p.requires_grad])
+
     def host_state(self, state: dict) -> list:
         """State tensors that stay on the host (torch.optim's `step` counters unless fused): not
         GPU memory, so the executors' trackers leave them out."""

@@ -65,6 +65,11 @@ class StepConfig:
         return self.methods.plans(self.model.num_layers)
 
     @property
+    def step_optimizer(self) -> Optimizer | None:
+        """The optimizer the step runs: the workload's, as its methods make it (GaLore projects it)."""
+        return self.methods.wrap_optimizer(self.optimizer) if self.optimizer else None
+
+    @property
     def recomputes(self) -> bool:
         """Some layer is recomputed (transformers' gradient checkpointing is on)."""
         return any(p.recompute for p in self.plans)
@@ -169,7 +174,7 @@ def _train(cfg: StepConfig) -> Program:
     sh = Shapes(m, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes, sm=cfg.sm)
     prog = Program()
     trainable = _weights(prog, cfg)
-    opt = cfg.optimizer
+    opt = cfg.step_optimizer
     if opt is None:
         raise ValueError("StepConfig.optimizer: a training step needs one")
     step_memory = opt.step_memory(trainable)

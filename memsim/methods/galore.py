@@ -1,0 +1,156 @@
+"""GaLore: Adam's moments kept for a low-rank projection of each projected matrix's gradient
+(galore-torch 1.0, galore_torch/adamw.py and galore_projector.py, proj_type "std").
+
+For a gradient of m x n with m >= n the projector is Vh[:r] of its SVD (r x n, "right") and the
+low-rank gradient G P^T (m x r); otherwise U[:, :r] (m x r, "left") and P^T G (r x n). The moments
+are zeros_like(low-rank gradient): 2 r max(m, n) elements. The projector is cast back to a 16-bit
+gradient's dtype (a copy of r x min(m, n)); an fp32 gradient's is a view that keeps the whole
+Vh or U, min(m, n)^2 elements. Every `update_gap` steps (the first included) the SVD runs on an fp32
+copy of the gradient. Every other trainable parameter takes the same loop unprojected.
+
+memsim models an update step: the run's largest (a step without the SVD holds less).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ..errors import InputError
+from ..params import PROJECTIONS, Param, Params, cuda_rounded, linear_shapes
+from .base import Method
+from .optimizer import Optimizer, StepKernels, StepMemory
+
+FP32 = 4
+
+
+class GaLore(Method):
+    name: Literal["galore"] = "galore"
+    rank: int = Field(128, ge=1)
+    update_gap: int = Field(200, ge=1)
+    scale: float = Field(0.25, gt=0)
+    targets: tuple[str, ...] = PROJECTIONS
+    layerwise: bool = False
+    summary = "Adam's moments for a low-rank (SVD) projection of each projected matrix's gradient"
+    citation = "Zhao et al., GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection, 2024 (arXiv:2403.03507)"
+    conflicts = ("lora",)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v):
+        bad = [t for t in v if t not in PROJECTIONS]
+        if bad or not v:
+            raise ValueError(f"unknown target(s) {list(bad) or '[]'}; valid: {', '.join(PROJECTIONS)}")
+        return tuple(v)
+
+    def check(self, model, workload) -> None:
+        if self.layerwise:
+            raise InputError("methods.galore.layerwise: the per-layer update (an optimizer per parameter stepped from a "
+                             "gradient hook) is not modeled yet; use layerwise: false")
+        if workload.optimizer.name != "adamw":
+            raise InputError(f"methods.galore: wraps optimizer adamw (GaLoreAdamW), not {workload.optimizer.name}")
+        shapes = linear_shapes(model)
+        missing = [t for t in self.targets if t not in shapes]
+        if missing:
+            raise InputError(f"methods.galore.targets: {', '.join(missing)} are not linear layers of '{model.name}'")
+        smallest = min(min(shapes[t]) for t in self.targets)
+        if self.rank > smallest:
+            raise InputError(f"methods.galore.rank: {self.rank} exceeds the smallest projected side ({smallest})")
+
+    def wrap_optimizer(self, optimizer):
+        return GaLoreAdamW(rank=self.rank, update_gap=self.update_gap, scale=self.scale, targets=self.targets)
+
+    def apply_torch(self, model):
+        return model  # the projection is the optimizer's (GaLoreAdamW.torch_optimizer_for)
+
+
+class GaLoreAdamW(Optimizer):
+    """galore_torch.GaLoreAdamW over every trainable parameter, the targets' weights projected."""
+
+    name: Literal["galore-adamw"] = "galore-adamw"
+    impl: Literal["for-loop"] = "for-loop"
+    rank: int
+    update_gap: int
+    scale: float
+    targets: tuple[str, ...]
+    summary = GaLore.summary
+    citation = GaLore.citation
+
+    def projected(self, p: Param) -> bool:
+        return p.is_matrix and p.name in self.targets
+
+    def state(self, p: Param) -> tuple[int, ...]:
+        if not self.projected(p):
+            return (p.nbytes, p.nbytes)  # exp_avg, exp_avg_sq: zeros_like(grad)
+        low = self.rank * max(p.rows, p.cols) * p.dtype_bytes
+        side = min(p.rows, p.cols)
+        projector = side * side * FP32 if p.dtype_bytes == FP32 else self.rank * side * p.dtype_bytes
+        return (low, low, projector)
+
+    def step_memory(self, params: Params) -> StepMemory:
+        return StepMemory(_loop_peak(self, params))
+
+    def step_kernels(self, params: Params) -> list[StepKernels]:
+        # Per parameter: the moments' four updates, the square root, the quotient and the update
+        # (about 12 accesses of the moment-sized tensors), and for a projected one the two
+        # products and the full-size scaling (approximate: the SVD's kernels are not counted).
+        return [StepKernels(12 * params.total(), 9 * params.count, True)]
+
+    def host_state(self, state: dict) -> list:
+        return []  # `step` is a Python int
+
+    def torch_optimizer_for(self, model):
+        from galore_torch import GaLoreAdamW as Torch
+
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        projected = [p for n, p in named if p.dim() == 2 and n.rsplit(".", 2)[-2] in self.targets]
+        ids = {id(p) for p in projected}
+        groups = [{"params": [p for _, p in named if id(p) not in ids]},
+                  {"params": projected, "rank": self.rank, "update_proj_gap": self.update_gap, "scale": self.scale,
+                   "proj_type": "std"}]
+        return Torch(groups, lr=1e-4, no_deprecation_warning=True)
+
+
+def _svd_bytes(p: Param, rank: int) -> int:
+    """get_orthogonal_matrix at an update step: an fp32 copy of the gradient (unless fp32), U, S
+    and Vh of the thin SVD, then the factor its branch forms and drops and the cast projector,
+    all alive at once before it returns."""
+    m, n, k = p.rows, p.cols, min(p.rows, p.cols)
+    copy = cuda_rounded(m * n * FP32) if p.dtype_bytes != FP32 else 0
+    svd = cuda_rounded(m * k * FP32) + cuda_rounded(k * FP32) + cuda_rounded(k * n * FP32)
+    # Both branches form the factor they drop: U[:, :r] @ diag (m x r) or diag @ Vh[:r] (r x n).
+    dropped = cuda_rounded(rank * rank * FP32) + cuda_rounded((m if m >= n else n) * rank * FP32)
+    cast = cuda_rounded(rank * k * p.dtype_bytes) if p.dtype_bytes != FP32 else 0  # fp32: a view
+    return copy + svd + dropped + cast
+
+
+def _loop_peak(opt: GaLoreAdamW, params: Params) -> int:
+    """The step's peak of temporaries. Its loop's locals (the low-rank gradient, denom, norm_grad)
+    live on into the next parameter's iteration until rebound, as in torch's for-loop Adam; what
+    is live entering a parameter depends on the one before, so two layer blocks hold every case.
+    The loop runs the unprojected group first, then the projected one (as the groups are given)."""
+    live = {"grad": 0, "denom": 0, "norm": 0}
+    peak = 0
+    walk = params.walk(2)
+
+    def alloc(extra: int = 0) -> None:
+        nonlocal peak
+        peak = max(peak, sum(live.values()) + extra)
+
+    for p in [p for p in walk if not opt.projected(p)] + [p for p in walk if opt.projected(p)]:
+        live["grad"] = 0  # grad = p.grad
+        size = cuda_rounded(opt.state(p)[0])  # the moment's: low-rank where projected
+        if opt.projected(p):
+            alloc(_svd_bytes(p, opt.rank))
+            alloc(size)
+            live["grad"] = size  # the projected gradient
+        alloc(size)  # denom = exp_avg_sq.sqrt().add_(eps), before the old one goes
+        live["denom"] = size
+        alloc(size)  # norm_grad = exp_avg / denom
+        live["norm"] = size
+        if opt.projected(p):
+            full = cuda_rounded(p.nbytes)
+            alloc(2 * full)  # project_back's product, then its * scale
+            live["norm"] = full
+    return peak
