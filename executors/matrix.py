@@ -91,6 +91,9 @@ METHOD_CASES = [
     # in place, as a run's update steps are), 16-bit (the projector a copy) and fp32 (a view).
     ("train", "bf16", "sdpa", "adamw", "for-loop", [{"name": "galore", "rank": 16, "update_gap": 1}], 2, 64, 0),
     ("train", "fp32", "eager", "adamw", "for-loop", [{"name": "galore", "rank": 8, "update_gap": 1, "targets": ["q_proj", "o_proj", "down_proj"]}], 1, 64, 0),
+    # APOLLO (channel scaling) and APOLLO-Mini (rank 1, one factor a tensor), drawing every step.
+    ("train", "bf16", "sdpa", "adamw", "for-loop", [{"name": "apollo", "rank": 16, "update_gap": 1}], 2, 64, 0),
+    ("train", "fp32", "eager", "adamw", "for-loop", [{"name": "apollo-mini", "update_gap": 1}], 1, 64, 0),
     # A scoring forward, model(input_ids): every position's logits (a tenth element: further workload fields).
     ("prefill", "bf16", "sdpa", "adamw", "foreach", [], 2, 256, 0, {"logits": "all"}),
     ("prefill", "fp32", "eager", "adamw", "foreach", [], 1, 128, 0, {"logits": "all"}),

@@ -22,7 +22,7 @@ TINY = dict(model_type="llama", hidden_size=64, intermediate_size=172, num_hidde
 
 
 # Parameters a method's defaults would not fit into TINY's 32-wide projections with.
-FOR_TINY = {"galore": {"rank": 8}}
+FOR_TINY = {"galore": {"rank": 8}, "apollo": {"rank": 8}}
 
 
 def _workload(name: str) -> dict:

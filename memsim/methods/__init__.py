@@ -12,6 +12,7 @@ from .activation_checkpointing import ActivationCheckpointing
 from .activation_offload import ActivationOffload
 from .adafactor import Adafactor
 from .adamw import Adam, AdamW
+from .apollo import Apollo, ApolloMini
 from .adamw4bit import AdamW4bit
 from .adamw8bit import AdamW8bit
 from .adamw_fp8 import AdamWFp8
@@ -22,7 +23,7 @@ from .lora import Lora
 from .optimizer import Optimizer
 from .sgd import SGD, SGDMomentum
 
-METHODS: dict[str, type[Method]] = {m.model_fields["name"].default: m for m in (ActivationCheckpointing, ActivationOffload, Lora, Lisa, GaLore)}
+METHODS: dict[str, type[Method]] = {m.model_fields["name"].default: m for m in (ActivationCheckpointing, ActivationOffload, Lora, Lisa, GaLore, Apollo, ApolloMini)}
 OPTIMIZERS: dict[str, type[Optimizer]] = {o.model_fields["name"].default: o for o in (AdamW, Adam, SGD, SGDMomentum, Adafactor, AdamW8bit, AdamW4bit, AdamWFp8)}
 
 
@@ -88,5 +89,5 @@ def host_calibration_steps() -> dict[str, list]:
     return {cls.host_step: list(cls.host_methods) for cls in METHODS.values() if cls.host_step}
 
 
-__all__ = ["METHODS", "OPTIMIZERS", "ActivationCheckpointing", "ActivationOffload", "GaLore", "Adafactor", "Adam", "AdamW", "Lora", "SGD", "SGDMomentum", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog",
+__all__ = ["METHODS", "OPTIMIZERS", "ActivationCheckpointing", "ActivationOffload", "Apollo", "ApolloMini", "GaLore", "Adafactor", "Adam", "AdamW", "Lora", "SGD", "SGDMomentum", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog",
            "host_calibration_steps", "parse_method", "parse_optimizer"]

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from ..errors import InputError
 from ..params import PROJECTIONS, Param, Params, cuda_rounded, linear_shapes
 from .base import Method
-from .optimizer import Optimizer, StepKernels, StepMemory
+from .optimizer import LoopLocals, Optimizer, StepKernels, StepMemory
 
 FP32 = 4
 
@@ -34,7 +34,7 @@ class GaLore(Method):
     layerwise: bool = False
     summary = "Adam's moments for a low-rank (SVD) projection of each projected matrix's gradient"
     citation = "Zhao et al., GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection, 2024 (arXiv:2403.03507)"
-    conflicts = ("lora",)
+    conflicts = ("lora", "apollo", "apollo-mini")
 
     @field_validator("targets")
     @classmethod
@@ -126,31 +126,22 @@ def _svd_bytes(p: Param, rank: int) -> int:
 
 
 def _loop_peak(opt: GaLoreAdamW, params: Params) -> int:
-    """The step's peak of temporaries. Its loop's locals (the low-rank gradient, denom, norm_grad)
-    live on into the next parameter's iteration until rebound, as in torch's for-loop Adam; what
-    is live entering a parameter depends on the one before, so two layer blocks hold every case.
-    The loop runs the unprojected group first, then the projected one (as the groups are given)."""
-    live = {"grad": 0, "denom": 0, "norm": 0}
-    peak = 0
+    """The step's peak of temporaries (LoopLocals: the low-rank gradient, denom and norm_grad
+    carried into the next iteration). What is live entering a parameter depends on the one
+    before, so two layer blocks hold every case. The loop runs the unprojected group first, then
+    the projected one (as the groups are given)."""
+    loop = LoopLocals()
     walk = params.walk(2)
-
-    def alloc(extra: int = 0) -> None:
-        nonlocal peak
-        peak = max(peak, sum(live.values()) + extra)
-
     for p in [p for p in walk if not opt.projected(p)] + [p for p in walk if opt.projected(p)]:
-        live["grad"] = 0  # grad = p.grad
+        loop.bind("grad", 0)  # grad = p.grad
         size = cuda_rounded(opt.state(p)[0])  # the moment's: low-rank where projected
         if opt.projected(p):
-            alloc(_svd_bytes(p, opt.rank))
-            alloc(size)
-            live["grad"] = size  # the projected gradient
-        alloc(size)  # denom = exp_avg_sq.sqrt().add_(eps), before the old one goes
-        live["denom"] = size
-        alloc(size)  # norm_grad = exp_avg / denom
-        live["norm"] = size
+            loop.alloc(_svd_bytes(p, opt.rank))
+            loop.bind("grad", size)  # the projected gradient
+        loop.bind("denom", size)  # exp_avg_sq.sqrt().add_(eps)
+        loop.bind("norm", size)  # exp_avg / denom
         if opt.projected(p):
             full = cuda_rounded(p.nbytes)
-            alloc(2 * full)  # project_back's product, then its * scale
-            live["norm"] = full
-    return peak
+            loop.alloc(2 * full)  # project_back's product, then its * scale
+            loop.live["norm"] = full
+    return loop.peak

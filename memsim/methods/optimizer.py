@@ -38,6 +38,26 @@ class StepKernels:
     one_at_a_time: bool
 
 
+class LoopLocals:
+    """The temporaries of an optimizer step that loops over parameters in Python: its locals live
+    on into the next parameter's iteration until rebound, so a new value is allocated while the
+    old one is still held. `peak` is the most they hold at once."""
+
+    def __init__(self):
+        self.live: dict[str, int] = {}
+        self.peak = 0
+
+    def alloc(self, extra: int = 0) -> None:
+        """Something of `extra` bytes allocated beside what the locals hold."""
+        self.peak = max(self.peak, sum(self.live.values()) + extra)
+
+    def bind(self, name: str, nbytes: int) -> None:
+        """`name = <a new tensor of nbytes>`: allocated, then the old value let go (0: a tensor
+        that is not a temporary, such as p.grad)."""
+        self.alloc(nbytes)
+        self.live[name] = nbytes
+
+
 def multi_tensor_launches(params: Params) -> int:
     """Kernels one foreach op launches over `params`."""
     chunks = params.total(lambda p: -(-p.numel // MULTI_TENSOR_CHUNK))
