@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .params import CUDA_BLOCK_BYTES, cuda_rounded  # noqa: F401  (re-exported: the allocator's rounding)
+from .params import cuda_rounded
 from .program import Program
 from .tape import CATEGORIES, GPU, on_tier
 

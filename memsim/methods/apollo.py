@@ -16,10 +16,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from ..errors import InputError
-from ..params import PROJECTIONS, Param, Params, cuda_rounded, linear_shapes
+from ..params import PROJECTIONS, Param, Params, cuda_rounded
 from .base import Method
-from .optimizer import LoopLocals, Optimizer, StepKernels, StepMemory
+from .low_rank import LowRankAdamW, check_projection, valid_targets
+from .optimizer import LoopLocals, StepKernels, StepMemory
 
 FP32 = 4
 
@@ -35,24 +35,10 @@ class Apollo(Method):
     citation = ("Zhu et al., APOLLO: SGD-like Memory, AdamW-level Performance, 2024 (arXiv:2412.05270)")
     conflicts: ClassVar[tuple[str, ...]] = ("lora", "galore")
 
-    @field_validator("targets")
-    @classmethod
-    def _targets(cls, v):
-        bad = [t for t in v if t not in PROJECTIONS]
-        if bad or not v:
-            raise ValueError(f"unknown target(s) {list(bad) or '[]'}; valid: {', '.join(PROJECTIONS)}")
-        return tuple(v)
+    _targets = field_validator("targets")(lambda cls, v: valid_targets(v))
 
     def check(self, model, workload) -> None:
-        if workload.optimizer.name != "adamw":
-            raise InputError(f"methods.{self.name}: wraps optimizer adamw (APOLLOAdamW), not {workload.optimizer.name}")
-        shapes = linear_shapes(model)
-        missing = [t for t in self.targets if t not in shapes]
-        if missing:
-            raise InputError(f"methods.{self.name}.targets: {', '.join(missing)} are not linear layers of '{model.name}'")
-        smallest = min(min(shapes[t]) for t in self.targets)
-        if self.rank > smallest:
-            raise InputError(f"methods.{self.name}.rank: {self.rank} exceeds the smallest projected side ({smallest})")
+        check_projection(self, model, workload, "APOLLOAdamW")
 
     def wrap_optimizer(self, optimizer):
         return ApolloAdamW(rank=self.rank, update_gap=self.update_gap, scale=self.scale, scale_type=self.scale_type,
@@ -74,21 +60,13 @@ class ApolloMini(Apollo):
     conflicts = ("lora", "galore", "apollo")
 
 
-class ApolloAdamW(Optimizer):
+class ApolloAdamW(LowRankAdamW):
     """apollo_torch.APOLLOAdamW over every trainable parameter, the targets' weights projected."""
 
     name: Literal["apollo-adamw"] = "apollo-adamw"
-    impl: Literal["for-loop"] = "for-loop"
-    rank: int
-    update_gap: int
-    scale: float
     scale_type: str
-    targets: tuple[str, ...]
     summary = Apollo.summary
     citation = Apollo.citation
-
-    def projected(self, p: Param) -> bool:
-        return p.is_matrix and p.name in self.targets
 
     def state(self, p: Param) -> tuple[int, ...]:
         if not self.projected(p):
@@ -105,19 +83,10 @@ class ApolloAdamW(Optimizer):
         # product, the norms and two full-size passes (approximate; the draws are not counted).
         return [StepKernels(12 * params.total(), 12 * params.count, True)]
 
-    def host_state(self, state: dict) -> list:
-        return []
-
     def torch_optimizer_for(self, model):
         from apollo_torch import APOLLOAdamW
 
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        projected = [p for n, p in named if p.dim() == 2 and n.rsplit(".", 2)[-2] in self.targets]
-        ids = {id(p) for p in projected}
-        groups = [{"params": [p for _, p in named if id(p) not in ids]},
-                  {"params": projected, "rank": self.rank, "proj": "random", "scale_type": self.scale_type,
-                   "scale": self.scale, "update_proj_gap": self.update_gap, "proj_type": "std"}]
-        return APOLLOAdamW(groups, lr=1e-4)
+        return APOLLOAdamW(self.param_groups(model, proj="random", scale_type=self.scale_type), lr=1e-4)
 
 
 def _draw_bytes(p: Param, rank: int) -> int:
@@ -135,9 +104,8 @@ def _loop_peak(opt: ApolloAdamW, params: Params) -> int:
     the full-size scaled gradient carried to the next projected parameter, which holds both its
     own and the previous one's as it computes it. Unprojected group first, then the projected."""
     loop = LoopLocals()
-    walk = params.walk(2)
     scalar = cuda_rounded(1)
-    for p in [p for p in walk if not opt.projected(p)] + [p for p in walk if opt.projected(p)]:
+    for p in opt.ordered(params):
         loop.bind("grad", 0)
         size = cuda_rounded(opt.state(p)[0])
         if opt.projected(p):

@@ -18,9 +18,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ..errors import InputError
-from ..params import PROJECTIONS, Param, Params, cuda_rounded, linear_shapes
+from ..params import PROJECTIONS, Param, Params, cuda_rounded
 from .base import Method
-from .optimizer import LoopLocals, Optimizer, StepKernels, StepMemory
+from .low_rank import LowRankAdamW, check_projection, valid_targets
+from .optimizer import LoopLocals, StepKernels, StepMemory
 
 FP32 = 4
 
@@ -36,27 +37,13 @@ class GaLore(Method):
     citation = "Zhao et al., GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection, 2024 (arXiv:2403.03507)"
     conflicts = ("lora", "apollo", "apollo-mini")
 
-    @field_validator("targets")
-    @classmethod
-    def _targets(cls, v):
-        bad = [t for t in v if t not in PROJECTIONS]
-        if bad or not v:
-            raise ValueError(f"unknown target(s) {list(bad) or '[]'}; valid: {', '.join(PROJECTIONS)}")
-        return tuple(v)
+    _targets = field_validator("targets")(lambda cls, v: valid_targets(v))
 
     def check(self, model, workload) -> None:
         if self.layerwise:
             raise InputError("methods.galore.layerwise: the per-layer update (an optimizer per parameter stepped from a "
                              "gradient hook) is not modeled yet; use layerwise: false")
-        if workload.optimizer.name != "adamw":
-            raise InputError(f"methods.galore: wraps optimizer adamw (GaLoreAdamW), not {workload.optimizer.name}")
-        shapes = linear_shapes(model)
-        missing = [t for t in self.targets if t not in shapes]
-        if missing:
-            raise InputError(f"methods.galore.targets: {', '.join(missing)} are not linear layers of '{model.name}'")
-        smallest = min(min(shapes[t]) for t in self.targets)
-        if self.rank > smallest:
-            raise InputError(f"methods.galore.rank: {self.rank} exceeds the smallest projected side ({smallest})")
+        check_projection(self, model, workload, "GaLoreAdamW")
 
     def wrap_optimizer(self, optimizer):
         return GaLoreAdamW(rank=self.rank, update_gap=self.update_gap, scale=self.scale, targets=self.targets)
@@ -65,20 +52,12 @@ class GaLore(Method):
         return model  # the projection is the optimizer's (GaLoreAdamW.torch_optimizer_for)
 
 
-class GaLoreAdamW(Optimizer):
+class GaLoreAdamW(LowRankAdamW):
     """galore_torch.GaLoreAdamW over every trainable parameter, the targets' weights projected."""
 
     name: Literal["galore-adamw"] = "galore-adamw"
-    impl: Literal["for-loop"] = "for-loop"
-    rank: int
-    update_gap: int
-    scale: float
-    targets: tuple[str, ...]
     summary = GaLore.summary
     citation = GaLore.citation
-
-    def projected(self, p: Param) -> bool:
-        return p.is_matrix and p.name in self.targets
 
     def state(self, p: Param) -> tuple[int, ...]:
         if not self.projected(p):
@@ -97,19 +76,10 @@ class GaLoreAdamW(Optimizer):
         # products and the full-size scaling (approximate: the SVD's kernels are not counted).
         return [StepKernels(12 * params.total(), 9 * params.count, True)]
 
-    def host_state(self, state: dict) -> list:
-        return []  # `step` is a Python int
-
     def torch_optimizer_for(self, model):
         from galore_torch import GaLoreAdamW as Torch
 
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        projected = [p for n, p in named if p.dim() == 2 and n.rsplit(".", 2)[-2] in self.targets]
-        ids = {id(p) for p in projected}
-        groups = [{"params": [p for _, p in named if id(p) not in ids]},
-                  {"params": projected, "rank": self.rank, "update_proj_gap": self.update_gap, "scale": self.scale,
-                   "proj_type": "std"}]
-        return Torch(groups, lr=1e-4, no_deprecation_warning=True)
+        return Torch(self.param_groups(model), lr=1e-4, no_deprecation_warning=True)
 
 
 def _svd_bytes(p: Param, rank: int) -> int:
@@ -131,8 +101,7 @@ def _loop_peak(opt: GaLoreAdamW, params: Params) -> int:
     before, so two layer blocks hold every case. The loop runs the unprojected group first, then
     the projected one (as the groups are given)."""
     loop = LoopLocals()
-    walk = params.walk(2)
-    for p in [p for p in walk if not opt.projected(p)] + [p for p in walk if opt.projected(p)]:
+    for p in opt.ordered(params):
         loop.bind("grad", 0)  # grad = p.grad
         size = cuda_rounded(opt.state(p)[0])  # the moment's: low-rank where projected
         if opt.projected(p):

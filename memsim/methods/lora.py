@@ -17,9 +17,10 @@ from pydantic import Field, field_validator
 
 from .. import ops
 from ..errors import InputError
-from ..params import ATTENTION_PROJECTIONS, PROJECTIONS, Param, linear_shapes
+from ..params import ATTENTION_PROJECTIONS, Param, linear_shapes
 from ..tape import WEIGHTS, T, Tape
 from .base import LayerPlan, LinearSite, Method, replace
+from .low_rank import valid_targets
 
 ADAPTER_BYTES = 4  # fp32 adapters: peft's default autocast_adapter_dtype=True
 DEFAULT_TARGETS = ("q_proj", "v_proj")  # peft's default for Llama-family models
@@ -35,13 +36,7 @@ class Lora(Method):
     host_methods = ({"name": "lora", "rank": 8, "targets": ["q_proj", "v_proj"]},)
     conflicts = ("lisa",)
 
-    @field_validator("targets")
-    @classmethod
-    def _targets(cls, v):
-        bad = [t for t in v if t not in PROJECTIONS]
-        if bad or not v:
-            raise ValueError(f"unknown target(s) {list(bad) or '[]'}; valid: {', '.join(PROJECTIONS)}")
-        return tuple(v)
+    _targets = field_validator("targets")(lambda cls, v: valid_targets(v))
 
     def check(self, model, workload) -> None:
         # PEFT's target_modules match nn.Linear names; a mixture of experts keeps its MLP in 3-D

@@ -21,7 +21,7 @@ from .. import ops
 from ..methods.base import LayerPlan, LinearSite, Methods
 from ..methods.optimizer import Optimizer
 from ..model import ModelSpec
-from ..params import Param, Params, cuda_rounded, linear_shapes, model_params
+from ..params import Params, cuda_rounded, linear_shapes, model_params
 from ..program import Program
 from ..tape import ACTIVATIONS, COST, GPU, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, OpCost, T, Tape, on_tier
 from . import autocast, hf_gemma2, hf_moe, sliding_window
