@@ -94,6 +94,9 @@ METHOD_CASES = [
     # APOLLO (channel scaling) and APOLLO-Mini (rank 1, one factor a tensor), drawing every step.
     ("train", "bf16", "sdpa", "adamw", "for-loop", [{"name": "apollo", "rank": 16, "update_gap": 1}], 2, 64, 0),
     ("train", "fp32", "eager", "adamw", "for-loop", [{"name": "apollo-mini", "update_gap": 1}], 1, 64, 0),
+    # MeZO: two no-grad forwards with labels a step, parameters perturbed in place.
+    ("train", "bf16", "sdpa", "sgd", "foreach", ["mezo"], 2, 128, 0),
+    ("train", "fp32", "eager", "sgd", "foreach", ["mezo"], 1, 64, 0),
     # A scoring forward, model(input_ids): every position's logits (a tenth element: further workload fields).
     ("prefill", "bf16", "sdpa", "adamw", "foreach", [], 2, 256, 0, {"logits": "all"}),
     ("prefill", "fp32", "eager", "adamw", "foreach", [], 1, 128, 0, {"logits": "all"}),

@@ -80,8 +80,8 @@ class _Steps:
         device = next(model.parameters()).device
         # Autocast mixed precision: fp32 weights, the forward under torch.autocast (as users run it).
         autocast = p.compute if p.weights != p.compute else None
-        methods = step_config(w).methods if w.task == "train" else ()
-        self.forward_ctx = lambda: forward_ctx(device, autocast, methods)
+        self.methods = step_config(w).methods if w.task == "train" else ()
+        self.forward_ctx = lambda: forward_ctx(device, autocast, self.methods)
         self.ids = protocol.input_ids(w.batch, w.seq, vocab)
         self.cache = None
         self.on_first_token = None  # generate: called once a step, as its first token is sampled
@@ -106,7 +106,8 @@ class _Steps:
     def __call__(self) -> None:
         task = self.w.task
         if task == "train":
-            protocol.train_step(self.model, self.ids, self.opt, self.forward_ctx)
+            if not any(m.torch_train_step(self.model, self.ids) for m in self.methods):
+                protocol.train_step(self.model, self.ids, self.opt, self.forward_ctx)
         elif task == "prefill":
             with self.forward_ctx():
                 out = protocol.prefill(self.model, self.ids, logits_to_keep=0 if self.w.logits == "all" else 1)

@@ -85,7 +85,7 @@ def _with_scalar_values(step):
 
 
 def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: int, new_tokens: int = 0, opt=None,
-             autocast: str | None = None, logits_to_keep: int = 1):
+             autocast: str | None = None, logits_to_keep: int = 1, methods=()):
     """The step protocols (protocol.py) as the tracer runs them, with phase labels. `autocast`
     (bf16): the forward runs under torch.autocast on the model's device, backward and the optimizer
     outside it, as an fp32-weights mixed-precision loop does."""
@@ -95,7 +95,11 @@ def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: 
     if task == "train":
         model.train()
         for step in range(2):  # the second step is the steady state (optimizer state exists)
-            protocol.train_step(model, ids, opt, forward_ctx, phase=lambda name: setattr(tr, "phase", f"{name}{step}"))
+            tr.phase = f"forward{step}"
+            with _ScalarValues():  # a method's own step may read values back (MeZO's seed and losses)
+                ran = any(m.torch_train_step(model, ids) for m in methods)
+            if not ran:
+                protocol.train_step(model, ids, opt, forward_ctx, phase=lambda name: setattr(tr, "phase", f"{name}{step}"))
         return
     model.eval()
     tr.phase = "prefill"
@@ -162,7 +166,7 @@ def trace(config: dict, task: str, batch: int, seq: int, dtype: str = "bf16", at
             for p in model.parameters():
                 p.requires_grad_(False)
         tr.reset_peak()  # the step's peak, not model construction's (as reset_peak_memory_stats after loading)
-        run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt, autocast, logits_to_keep)
+        run_task(model, tr, task, batch, seq, config["vocab_size"], new_tokens, opt, autocast, logits_to_keep, methods)
         # Optimizer state that stays on the host (`step` of non-fused Adam) is not GPU memory.
         if opt is not None:
             tr.exclude_host([t for s in opt.state.values() for t in optimizer.host_state(s)])

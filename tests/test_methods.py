@@ -23,12 +23,14 @@ TINY = dict(model_type="llama", hidden_size=64, intermediate_size=172, num_hidde
 
 # Parameters a method's defaults would not fit into TINY's 32-wide projections with.
 FOR_TINY = {"galore": {"rank": 8}, "apollo": {"rank": 8}}
+OPTIMIZER_FOR = {"mezo": "sgd"}  # a method that keeps no optimizer state takes SGD's update
 
 
 def _workload(name: str) -> dict:
     if name in OPTIMIZERS:
         return dict(model=TINY, hardware="80GiB", batch=2, seq=32, optimizer={"name": name})
-    return dict(model=TINY, hardware="80GiB", batch=2, seq=32, methods=[{"name": name, **FOR_TINY.get(name, {})}])
+    return dict(model=TINY, hardware="80GiB", batch=2, seq=32, methods=[{"name": name, **FOR_TINY.get(name, {})}],
+                optimizer=OPTIMIZER_FOR.get(name, "adamw"))
 
 
 @pytest.mark.parametrize("name", REGISTERED)

@@ -20,10 +20,11 @@ from .base import LayerPlan, LinearSite, Method, Methods
 from .galore import GaLore
 from .lisa import Lisa
 from .lora import Lora
+from .mezo import MeZO
 from .optimizer import Optimizer
 from .sgd import SGD, SGDMomentum
 
-METHODS: dict[str, type[Method]] = {m.model_fields["name"].default: m for m in (ActivationCheckpointing, ActivationOffload, Lora, Lisa, GaLore, Apollo, ApolloMini)}
+METHODS: dict[str, type[Method]] = {m.model_fields["name"].default: m for m in (ActivationCheckpointing, ActivationOffload, Lora, Lisa, GaLore, Apollo, ApolloMini, MeZO)}
 OPTIMIZERS: dict[str, type[Optimizer]] = {o.model_fields["name"].default: o for o in (AdamW, Adam, SGD, SGDMomentum, Adafactor, AdamW8bit, AdamW4bit, AdamWFp8)}
 
 
@@ -89,5 +90,5 @@ def host_calibration_steps() -> dict[str, list]:
     return {cls.host_step: list(cls.host_methods) for cls in METHODS.values() if cls.host_step}
 
 
-__all__ = ["METHODS", "OPTIMIZERS", "ActivationCheckpointing", "ActivationOffload", "Apollo", "ApolloMini", "GaLore", "Adafactor", "Adam", "AdamW", "Lora", "SGD", "SGDMomentum", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog",
+__all__ = ["METHODS", "OPTIMIZERS", "ActivationCheckpointing", "ActivationOffload", "Apollo", "ApolloMini", "GaLore", "Adafactor", "Adam", "AdamW", "Lora", "MeZO", "SGD", "SGDMomentum", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog",
            "host_calibration_steps", "parse_method", "parse_optimizer"]

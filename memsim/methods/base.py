@@ -100,6 +100,11 @@ class Method(BaseModel):
         """The optimizer the step runs, given the workload's (a projection of its gradients)."""
         return optimizer
 
+    def forwards(self) -> int:
+        """No-grad forwards with labels a step runs in place of forward and backward (0: it
+        backpropagates)."""
+        return 0
+
     # -- torch side ----------------------------------------------------------------------------
     def check_torch(self) -> None:
         """Refuse, before any device work, what the executors cannot run (one-line InputError)."""
@@ -111,6 +116,10 @@ class Method(BaseModel):
     def torch_forward_context(self):
         """A context the executors run the training forward in (None: none)."""
         return None
+
+    def torch_train_step(self, model, ids) -> bool:
+        """Run the training step the method's own way (True), or leave it to the protocol (False)."""
+        return False
 
     @classmethod
     def describe(cls) -> dict:
@@ -177,6 +186,12 @@ class Methods:
 
     def tiers(self) -> set[str]:
         return {t for m in self.items for t in m.tiers}
+
+    def backward(self) -> bool:
+        return not any(m.forwards() for m in self.items)
+
+    def forwards(self) -> int:
+        return max((m.forwards() for m in self.items), default=0)
 
     def wrap_optimizer(self, optimizer):
         for m in self.items:

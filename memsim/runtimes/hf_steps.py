@@ -100,7 +100,7 @@ def param_shapes(cfg: StepConfig) -> tuple[Params, Params]:
 
 def build_program(cfg: StepConfig) -> Program:
     if cfg.task == "train":
-        return _train(cfg)
+        return _train(cfg) if cfg.methods.backward() else _forward_only_train(cfg)
     if cfg.task == "prefill":
         return _prefill(cfg)
     if cfg.task == "decode":
@@ -284,6 +284,28 @@ def _forward_tape(cfg: StepConfig) -> Tape:
     return Tape(saved_tier=cfg.methods.saved_tensors_tier())
 
 
+def _forward_only_train(cfg: StepConfig) -> Program:
+    """A training step of no-grad forwards with labels (a zeroth-order method's): each forward's
+    outputs (logits, cache) die with it; before each, and for the update after them, the method
+    draws a perturbation a parameter at a time."""
+    prog = Program()
+    all_params, _ = param_shapes(cfg)
+    for sizes, repeat in _per_param(all_params, lambda p: (p.nbytes,)):
+        prog.resident("weights", sizes, WEIGHTS, repeat)
+    prog.static("cuBLAS workspace", cublas_workspace_bytes(cfg.sm), WORKSPACE)
+    sh = Shapes(cfg.model, cfg.batch, cfg.seq, cfg.dtype_bytes, cfg.attention, weights_dtype_bytes=cfg.weights_dtype_bytes, sm=cfg.sm)
+    cache = 2 * cfg.model.num_layers * sh.kv_bytes + _cache_scalar_bytes(cfg.model)
+    # The loop's variable holds the last parameter's tensor while the next one's is made.
+    sizes = [cuda_rounded(p.nbytes) for p in all_params.walk(2)]
+    perturbation = max(a + b for a, b in zip(sizes, sizes[1:] + [0]))
+    for _ in range(cfg.methods.forwards()):
+        prog.add("perturb", [(perturbation, TEMPORARIES, 1), (perturbation, TEMPORARIES, -1)])
+        _inference_forward(prog, cfg, sh, "forward", logits_rows=cfg.seq, with_loss=True)
+        prog.add("forward", [(cache, KV_CACHE, -1)])  # the outputs object, and its cache, die
+    prog.add("optimizer", [(perturbation, TEMPORARIES, 1), (perturbation, TEMPORARIES, -1)])
+    return prog
+
+
 def _train_layer(cfg: StepConfig, sh: Shapes, first: bool, plan: LayerPlan, use_cache: bool, cos: T, sin: T, mask: T | None):
     """One decoder layer of a training step: (forward events, backward events, cache bytes,
     inputs_embeds bytes and autocast weight-cast bytes whose free is owed to the epilogue)."""
@@ -419,9 +441,11 @@ def _loss(tp: Tape, sh: Shapes, hn: T, head_w: T) -> tuple[T, list[T]]:
 
 
 # ---------------------------------------------------------------------------------------------
-def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, logits_rows: int) -> int:
-    """One no-grad forward that appends to a DynamicCache of `sh.past` tokens. Returns the bytes
-    it leaves behind (the grown cache and the kept logits)."""
+def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, logits_rows: int,
+                       with_loss: bool = False) -> int:
+    """One no-grad forward that appends to a DynamicCache of `sh.past` tokens (`with_loss`: with
+    labels, the loss over every position). Returns the bytes it leaves behind (the grown cache and
+    the kept logits)."""
     m = cfg.model
     arch = _arch(m)
     tp0 = Tape(grad_enabled=False)
@@ -449,6 +473,12 @@ def _inference_forward(prog: Program, cfg: StepConfig, sh: Shapes, label: str, l
     for t in (x0, pos, cos, sin, *masks.values(), sliding):
         if t is not None:
             tp2.events.append((t.nbytes, ACTIVATIONS, -1))
+    if with_loss:
+        head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.param_bytes, WEIGHTS)
+        loss, _ = _loss(tp2, sh, hn, head_w)
+        tp2.drop(hn, loss)
+        prog.add(label, tp2.events)
+        return 0, ids.nbytes
     rows = Shapes(m, sh.batch, logits_rows, sh.dtype_bytes, sh.attention, sm=sh.sm)
     sliced = tp2.new("hidden[:, -k:]", rows.act(m.hidden_size)) if logits_rows != sh.seq else None
     # Under autocast lm_head casts the sliced hidden states (that copy is `sliced`) and, uncached
