@@ -74,13 +74,12 @@ def requested_bytes(message: str) -> int:
 class _Steps:
     """One task's warm-up and timed step, and how many tokens a step handles."""
 
-    def __init__(self, model, w: Workload, vocab: int, opt):
-        self.model, self.w, self.opt = model, w, opt
+    def __init__(self, model, w: Workload, vocab: int, opt, methods=()):
+        self.model, self.w, self.opt, self.methods = model, w, opt, methods
         p = w.precision
         device = next(model.parameters()).device
         # Autocast mixed precision: fp32 weights, the forward under torch.autocast (as users run it).
         autocast = p.compute if p.weights != p.compute else None
-        self.methods = step_config(w).methods if w.task == "train" else ()
         self.forward_ctx = lambda: forward_ctx(device, autocast, self.methods)
         self.ids = protocol.input_ids(w.batch, w.seq, vocab)
         self.cache = None
@@ -156,7 +155,7 @@ def build_steps(w: Workload, cfg=None, config=None, device: str = "cuda") -> "_S
     config = config or raw_config(w.model)
     with torch.device(device):
         model, opt = _build(w, cfg, config)
-        run = _Steps(model, w, config["vocab_size"], opt)
+        run = _Steps(model, w, config["vocab_size"], opt, cfg.methods if w.task == "train" else ())
     run.setup()
     return run
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Literal
 
 from ..params import Param, Params
-from .blockwise_state import torchao_moments, torchao_quantizes, torchao_step_temporaries
-from .optimizer import Optimizer, StepKernels, StepMemory
+from .blockwise_state import BlockwiseAdamW, torchao_moments, torchao_quantizes, torchao_step_temporaries
+from .optimizer import StepMemory
 
 
-class AdamW4bit(Optimizer):
+class AdamW4bit(BlockwiseAdamW):
     name: Literal["adamw4bit"] = "adamw4bit"
     impl: Literal["torchao"] = "torchao"
     summary = "AdamW with 4-bit block-quantized moments (torchao)"
@@ -25,9 +25,6 @@ class AdamW4bit(Optimizer):
         # Per moment: the scaled fp32 values and the int64 codes of the branchless search
         # (quant_utils.quantize_4bit_with_qmap's torch.where on Python ints) before packing.
         return StepMemory(torchao_step_temporaries(params, 128, 4 + 8, lambda p: torchao_quantizes(p, 128)))
-
-    def step_kernels(self, params: Params) -> list[StepKernels]:
-        return [StepKernels(3 * params.total() + 2 * self.state_bytes(params), params.count, True)]
 
     def torch_optimizer(self, params):
         from torchao.optim import AdamW4bit as TorchaoAdamW4bit

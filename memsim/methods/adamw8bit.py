@@ -22,14 +22,14 @@ from pydantic import model_validator
 
 from ..params import Param, Params
 from ..tape import GPU, MANAGED
-from .blockwise_state import QMAP_BYTES, bitsandbytes_moments, torchao_moments, torchao_quantizes, torchao_step_temporaries
-from .optimizer import Optimizer, StepKernels, StepMemory
+from .blockwise_state import QMAP_BYTES, BlockwiseAdamW, bitsandbytes_moments, torchao_moments, torchao_quantizes, torchao_step_temporaries
+from .optimizer import StepMemory
 
 
 PAGED_MIN_ELEMENTS = 100_000  # bitsandbytes/optim/optimizer.py get_state_buffer: p.numel() < 1e5 is not paged
 
 
-class AdamW8bit(Optimizer):
+class AdamW8bit(BlockwiseAdamW):
     name: Literal["adamw8bit"] = "adamw8bit"
     impl: Literal["bitsandbytes", "torchao"] = "bitsandbytes"
     paged: bool = False
@@ -62,12 +62,6 @@ class AdamW8bit(Optimizer):
         if self.impl == "torchao":  # the new moments in fp32 before they are requantized
             return StepMemory(torchao_step_temporaries(params, 256, 4, lambda p: torchao_quantizes(p, 256)))
         return StepMemory(0)  # bitsandbytes updates in place
-
-    def step_kernels(self, params: Params) -> list[StepKernels]:
-        # One kernel per parameter reading p and g and writing p (3 parameter-sized accesses),
-        # reading and writing both moments' codes and scales (the state, twice).
-        moved = 3 * params.total() + 2 * self.state_bytes(params)
-        return [StepKernels(moved, params.count, True)]
 
     def host_state(self, state: dict) -> list:
         # bitsandbytes keeps `step` as a Python int; torchao's is a CPU tensor.

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Literal
 
 from ..params import Param, Params
-from .blockwise_state import torchao_moments, torchao_quantizes, torchao_step_temporaries
-from .optimizer import Optimizer, StepKernels, StepMemory
+from .blockwise_state import BlockwiseAdamW, torchao_moments, torchao_quantizes, torchao_step_temporaries
+from .optimizer import StepMemory
 
 
-class AdamWFp8(Optimizer):
+class AdamWFp8(BlockwiseAdamW):
     name: Literal["adamw-fp8"] = "adamw-fp8"
     impl: Literal["torchao"] = "torchao"
     summary = "AdamW with fp8 (e4m3) block-scaled moments (torchao)"
@@ -23,9 +23,6 @@ class AdamWFp8(Optimizer):
 
     def step_memory(self, params: Params) -> StepMemory:
         return StepMemory(torchao_step_temporaries(params, 256, 1, lambda p: torchao_quantizes(p, 256)))  # new e4m3 codes
-
-    def step_kernels(self, params: Params) -> list[StepKernels]:
-        return [StepKernels(3 * params.total() + 2 * self.state_bytes(params), params.count, True)]
 
     def torch_optimizer(self, params):
         from torchao.optim import AdamWFp8 as TorchaoAdamWFp8

@@ -4,6 +4,7 @@ moment tensor, shared by the 8-bit, 4-bit and fp8 optimizers' modules."""
 from __future__ import annotations
 
 from ..params import Param, Params, cuda_rounded
+from .optimizer import Optimizer, StepKernels
 
 FP32 = 4
 QMAP_BYTES = 256 * FP32  # a 256-entry fp32 dynamic quantization map (8-bit codes)
@@ -51,3 +52,12 @@ def torchao_step_temporaries(params: Params, block: int, temp_bytes_per_element:
 def torchao_quantizes(p: Param, block: int) -> bool:
     """torchao keeps a moment quantized with at least 4096 elements in whole blocks (_new_buffer)."""
     return p.numel >= 4096 and p.numel % block == 0
+
+
+class BlockwiseAdamW(Optimizer):
+    """An AdamW with block-quantized moments: its update is one kernel a parameter, reading p and
+    g and writing p (3 parameter-sized accesses), reading and writing both moments' codes and
+    scales (the state, twice)."""
+
+    def step_kernels(self, params: Params) -> list[StepKernels]:
+        return [StepKernels(3 * params.total() + 2 * self.state_bytes(params), params.count, True)]
