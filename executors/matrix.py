@@ -5,6 +5,8 @@ Shared by tests/test_traced.py (CI) and benchmarks/traced_matrix.py (the committ
 
 from __future__ import annotations
 
+from memsim.methods import METHODS, OPTIMIZERS
+
 # Small members of each family: real code paths (GQA, bias, untied/tied heads), CPU-quick sizes.
 FAMILIES = {
     "llama": dict(model_type="llama", hidden_size=256, intermediate_size=688, num_hidden_layers=4,
@@ -101,12 +103,9 @@ METHOD_CASES = [
     ("prefill", "bf16", "sdpa", "adamw", "foreach", [], 2, 256, 0, {"logits": "all"}),
     ("prefill", "fp32", "eager", "adamw", "foreach", [], 1, 128, 0, {"logits": "all"}),
 ]
-# Optimizers whose step cannot run on fake tensors, verified on the GPU only: torchao's updates
-# are torch.compile'd, which refuses to trace under a TorchDispatchMode (FakeTensorMode).
-# Activation offload's pinned copies and their copies back need a CUDA device: the trace's fake tensors
-# live on the CPU, where save_on_cpu pins nothing and .to("cpu") copies nothing.
-UNTRACEABLE = {"adamw4bit": "torch.compile'd update", "adamw-fp8": "torch.compile'd update",
-               "activation-offload": "save_on_cpu on CPU tensors copies nothing"}
+# Methods and optimizers that cannot run on fake tensors say why (their `untraceable`); they are
+# verified on the GPU only.
+UNTRACEABLE = {name: cls.untraceable for name, cls in {**METHODS, **OPTIMIZERS}.items() if cls.untraceable}
 
 # Families that run a subset of CASES (by index): MoE models cannot take LoRA on the MLP (case 8:
 # PEFT's target_modules miss the 3-D expert weights); Qwen2-MoE runs a cheaper cross-section.

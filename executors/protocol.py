@@ -15,12 +15,15 @@ def input_ids(batch: int, seq: int, vocab: int) -> torch.Tensor:
     return torch.randint(0, vocab, (batch, seq))
 
 
-def train_step(model, ids, opt, forward_ctx=contextlib.nullcontext, phase=lambda name: None) -> None:
-    """loss = model(input_ids, labels).loss; backward; step; zero_grad(set_to_none=True). The
-    outputs object dies before backward, as in Trainer.compute_loss. `phase` labels each part."""
+def train_step(model, ids, opt, forward_ctx=contextlib.nullcontext, phase=lambda name: None, methods=()) -> None:
+    """loss = model(input_ids, labels).loss (or a method's own loss); backward; step;
+    zero_grad(set_to_none=True). The outputs object dies before backward, as in
+    Trainer.compute_loss. `phase` labels each part."""
     phase("forward")
     with forward_ctx():
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = next((out for m in methods if (out := m.torch_loss(model, ids)) is not None), None)
+        if loss is None:
+            loss = model(input_ids=ids, labels=ids).loss
     phase("backward")
     loss.backward()
     del loss

@@ -106,7 +106,7 @@ class _Steps:
         task = self.w.task
         if task == "train":
             if not any(m.torch_train_step(self.model, self.ids) for m in self.methods):
-                protocol.train_step(self.model, self.ids, self.opt, self.forward_ctx)
+                protocol.train_step(self.model, self.ids, self.opt, self.forward_ctx, methods=self.methods)
         elif task == "prefill":
             with self.forward_ctx():
                 out = protocol.prefill(self.model, self.ids, logits_to_keep=0 if self.w.logits == "all" else 1)

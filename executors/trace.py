@@ -99,7 +99,7 @@ def run_task(model, tr: StorageTracker, task: str, batch: int, seq: int, vocab: 
             with _ScalarValues():  # a method's own step may read values back (MeZO's seed and losses)
                 ran = any(m.torch_train_step(model, ids) for m in methods)
             if not ran:
-                protocol.train_step(model, ids, opt, forward_ctx, phase=lambda name: setattr(tr, "phase", f"{name}{step}"))
+                protocol.train_step(model, ids, opt, forward_ctx, phase=lambda name: setattr(tr, "phase", f"{name}{step}"), methods=methods)
         return
     model.eval()
     tr.phase = "prefill"

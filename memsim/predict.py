@@ -24,6 +24,8 @@ def step_config(w: Workload) -> StepConfig:
             raise InputError("attention: flash needs 16-bit compute (precision.compute bf16 or fp16); use sdpa or eager for fp32")
         attention = "sdpa"  # SDPA dispatches 16-bit causal attention to its flash kernel
     p = w.precision
+    methods = Methods(tuple(w.methods))
+    weights, compute = methods.precision(p.weights, p.compute) if w.task == "train" else (p.weights, p.compute)
     if p.weights != p.compute:
         _check_autocast(w)
         if model.is_moe:
@@ -37,13 +39,13 @@ def step_config(w: Workload) -> StepConfig:
         task=w.task,
         batch=w.batch,
         seq=w.seq,
-        dtype_bytes=DTYPE_BYTES[w.precision.compute],
+        dtype_bytes=DTYPE_BYTES[compute],
         attention=attention,
         optimizer=w.optimizer,
-        methods=Methods(tuple(w.methods)),
+        methods=methods,
         new_tokens=w.generate,
         all_logits=w.logits == "all",
-        weights_dtype_bytes=DTYPE_BYTES[p.weights] if p.weights != p.compute else 0,
+        weights_dtype_bytes=DTYPE_BYTES[weights] if weights != compute else 0,
         sm=load_hardware(w.hardware).sm,
     )
 
@@ -91,7 +93,7 @@ def predict(workload: Workload | dict) -> Report:
     others = tier_peaks(program, _tiers(cfg))
     # CUDA managed memory (a paged optimizer's state) is on the device while the step uses it.
     device = device_estimate(reserved) + (others[MANAGED].device_bytes if MANAGED in others else 0)
-    capacities, notes = {"gpu": capacity}, []
+    capacities, notes = {"gpu": capacity}, list(cfg.model.notes)  # the config keys its class's defaults filled
     if CPU in others:
         host = load_host_capacity(w.host, hw)
         if host is None:

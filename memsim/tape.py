@@ -117,6 +117,10 @@ class T:
     leaf: bool = False  # a parameter: its gradient goes to .grad
     has_grad: bool = False  # a parameter whose .grad already exists
     grad_pending: int = 0  # bytes of a gradient from another use, waiting in autograd's InputBuffer
+    # That waiting gradient is a dense tensor of its own (a fused loss's), which the InputBuffer adds
+    # the next one into in place (input_buffer.cpp, can_accumulate_inplace).
+    pending_inplace: bool = False
+    owns_grad: bool = False  # an op hands this weight a gradient tensor of its own (see pending_inplace)
     size: int = -1  # logical bytes (a slice is smaller than its storage); -1: the storage's
 
     @property
@@ -198,6 +202,8 @@ class Tape:
           ("grad", i[, nbytes])  allocate input i's gradient (of the input's size unless given)
           ("pass", i)            hand the incoming gradient to input i unchanged (add, views)
           ("tmp", nbytes[, cat]) allocate a temporary (a kernel workspace), freed when the node is done
+          ("transient", nbytes)  a temporary freed before the node's next allocation
+          ("saved", i, k)        hand saved tensor k to input i as its gradient (computed in the forward)
         """
         out = self.new(name, out_nbytes, category)
         extras = [self.new(f"{name}.{i}", n) for i, n in enumerate(extra_outputs)]
@@ -284,6 +290,14 @@ class Tape:
                     cat = step[2] if len(step) > 2 else TEMPORARIES
                     temps.append(self.new(f"{node.name}.bwd_tmp", step[1], cat))
                     continue
+                if kind == "saved":  # a gradient the forward computed and saved, handed over as it is
+                    x = node.inputs[step[1]]
+                    if x.requires_grad:
+                        (leaf_grads if x.leaf else produced).append((x, self._hold(node.saved[step[2]])))
+                    continue
+                if kind == "transient":  # made and freed before the node's next allocation
+                    self.events += [(step[1], TEMPORARIES, 1), (step[1], TEMPORARIES, -1)]
+                    continue
                 x = node.inputs[step[1]]
                 if not x.requires_grad:
                     continue
@@ -344,7 +358,12 @@ class Tape:
         # (a tied embedding and head) has its first gradient waiting in autograd's InputBuffer:
         # that one, mm's transposed grad_weight, cannot be added into in place
         # (input_buffer.cpp, can_accumulate_inplace), so the sum is a third tensor, then stolen.
-        if p.grad_pending:
+        if p.grad_pending and p.pending_inplace:
+            if self.costs:
+                self.events.append((OpCost(f"grad.{p.name}.add_", "memory", p.grad_pending + g.nbytes), COST, 0))
+            self.drop(g)
+            p.grad_pending = 0
+        elif p.grad_pending:
             total = self.new(f"grad.{p.name}.sum", max(g.nbytes, p.grad_pending), GRADIENTS)  # then .grad
             if self.costs:
                 self.events.append((OpCost(f"grad.{p.name}.sum", "memory", p.grad_pending + g.nbytes + total.nbytes), COST, 0))

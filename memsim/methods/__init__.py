@@ -1,31 +1,36 @@
 """The registry: every method and optimizer memsim models, by the name a workload gives it.
 
-An explicit list (no discovery): adding a method is its module and one line here.
+Discovered: each module of this package is imported, and every Method or Optimizer class it
+defines with a name of its own is registered. Adding a method is adding its module.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from pydantic import ValidationError
 
 from ..errors import suggest
-from .activation_checkpointing import ActivationCheckpointing
-from .activation_offload import ActivationOffload
-from .adafactor import Adafactor
-from .adamw import Adam, AdamW
-from .apollo import Apollo, ApolloMini
-from .adamw4bit import AdamW4bit
-from .adamw8bit import AdamW8bit
-from .adamw_fp8 import AdamWFp8
 from .base import LayerPlan, LinearSite, Method, Methods
-from .galore import GaLore
-from .lisa import Lisa
-from .lora import Lora
-from .mezo import MeZO
 from .optimizer import Optimizer
-from .sgd import SGD, SGDMomentum
 
-METHODS: dict[str, type[Method]] = {m.model_fields["name"].default: m for m in (ActivationCheckpointing, ActivationOffload, Lora, Lisa, GaLore, Apollo, ApolloMini, MeZO)}
-OPTIMIZERS: dict[str, type[Optimizer]] = {o.model_fields["name"].default: o for o in (AdamW, Adam, SGD, SGDMomentum, Adafactor, AdamW8bit, AdamW4bit, AdamWFp8)}
+
+def _discover() -> tuple[dict[str, type[Method]], dict[str, type[Optimizer]]]:
+    methods, optimizers = {}, {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for cls in vars(module).values():
+            if not (isinstance(cls, type) and cls.__module__ == module.__name__ and issubclass(cls, (Method, Optimizer))):
+                continue
+            name = cls.model_fields["name"].default
+            if isinstance(name, str) and name and getattr(cls, "selectable", True):
+                (optimizers if issubclass(cls, Optimizer) else methods)[name] = cls
+                globals()[cls.__name__] = cls
+    return methods, optimizers
+
+
+METHODS, OPTIMIZERS = _discover()
 
 
 def _spec(item, what: str) -> dict:
@@ -90,5 +95,5 @@ def host_calibration_steps() -> dict[str, list]:
     return {cls.host_step: list(cls.host_methods) for cls in METHODS.values() if cls.host_step}
 
 
-__all__ = ["METHODS", "OPTIMIZERS", "ActivationCheckpointing", "ActivationOffload", "Apollo", "ApolloMini", "GaLore", "Adafactor", "Adam", "AdamW", "Lora", "MeZO", "SGD", "SGDMomentum", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog",
-           "host_calibration_steps", "parse_method", "parse_optimizer"]
+__all__ = ["METHODS", "OPTIMIZERS", "LayerPlan", "LinearSite", "Method", "Methods", "Optimizer", "catalog", "host_calibration_steps",
+           "parse_method", "parse_optimizer", *(cls.__name__ for cls in (*METHODS.values(), *OPTIMIZERS.values()))]

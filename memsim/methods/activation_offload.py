@@ -16,6 +16,7 @@ from .base import Method
 class ActivationOffload(Method):
     name: Literal["activation-offload"] = "activation-offload"
     summary = "keep the tensors autograd saves in pinned host memory (torch.autograd.graph.save_on_cpu)"
+    untraceable = "the trace's fake tensors live on the CPU, where save_on_cpu pins and copies nothing"
     citation = ("Rhu et al., vDNN: Virtualized Deep Neural Networks for Scalable, Memory-Efficient Neural Network "
                 "Design, 2016 (arXiv:1602.08124); torch.autograd.graph.save_on_cpu")
     tiers = (CPU,)

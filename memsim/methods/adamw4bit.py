@@ -16,6 +16,7 @@ class AdamW4bit(BlockwiseAdamW):
     name: Literal["adamw4bit"] = "adamw4bit"
     impl: Literal["torchao"] = "torchao"
     summary = "AdamW with 4-bit block-quantized moments (torchao)"
+    untraceable = "its update is torch.compile'd, which refuses to trace under FakeTensorMode"
     citation = "Li et al., Memory Efficient Optimizers with 4-bit States, 2023 (arXiv:2309.01507)"
 
     def state(self, p: Param) -> tuple[int, ...]:

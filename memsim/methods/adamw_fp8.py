@@ -16,6 +16,7 @@ class AdamWFp8(BlockwiseAdamW):
     name: Literal["adamw-fp8"] = "adamw-fp8"
     impl: Literal["torchao"] = "torchao"
     summary = "AdamW with fp8 (e4m3) block-scaled moments (torchao)"
+    untraceable = "its update is torch.compile'd, which refuses to trace under FakeTensorMode"
     citation = "Peng et al., FP8-LM: Training FP8 Large Language Models, 2023 (arXiv:2310.18313); torchao AdamWFp8"
 
     def state(self, p: Param) -> tuple[int, ...]:

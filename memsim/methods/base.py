@@ -62,6 +62,8 @@ class Method(BaseModel):
     host_cost: ClassVar[str] = "kernel"
     # Memory tiers besides the GPU's that the method puts tensors on (memsim.tape.TIERS).
     tiers: ClassVar[tuple[str, ...]] = ()
+    # Why the traced verifier (fake tensors on the CPU) cannot run it ("": it can).
+    untraceable: ClassVar[str] = ""
 
     def check(self, model, workload) -> None:
         """Refuse a model or workload the method cannot apply to (one-line InputError)."""
@@ -82,6 +84,20 @@ class Method(BaseModel):
         """Trainable parameters the method adds to each decoder layer (adapters)."""
         return ()
 
+    def precision(self, weights: str, compute: str) -> tuple[str, str]:
+        """The dtypes the model's parameters and activations end up in, given the workload's
+        (a quantizing method may cast the rest of the model to fp32)."""
+        return weights, compute
+
+    def stored(self, p: Param, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        """The tensors parameter `p` is resident in, in bytes, given what earlier methods made of it
+        (a quantized weight's codes and block scales)."""
+        return sizes
+
+    def resident(self) -> tuple[int, ...]:
+        """Tensors the method keeps on the GPU besides the parameters (a shared quantization map)."""
+        return ()
+
     def wrap_linear(self, tape, site: LinearSite, weight):
         """A projection's weight as the method runs it (ops.linear hands a weight with a
         `forward` to it); the weight itself where the method leaves the projection alone."""
@@ -100,6 +116,11 @@ class Method(BaseModel):
         """The optimizer the step runs, given the workload's (a projection of its gradients)."""
         return optimizer
 
+    def loss(self, tape, shapes, hidden, head_weight):
+        """The training loss from the final hidden states and lm_head's weight, as (loss, tensors
+        the caller drops with it); None: transformers' own (every logit, upcast, cross_entropy)."""
+        return None
+
     def forwards(self) -> int:
         """No-grad forwards with labels a step runs in place of forward and backward (0: it
         backpropagates)."""
@@ -115,6 +136,10 @@ class Method(BaseModel):
 
     def torch_forward_context(self):
         """A context the executors run the training forward in (None: none)."""
+        return None
+
+    def torch_loss(self, model, ids):
+        """The training step's loss computed the method's own way; None: model(ids, labels=ids).loss."""
         return None
 
     def torch_train_step(self, model, ids) -> bool:
@@ -173,6 +198,20 @@ class Methods:
     def extra_params(self, model) -> tuple[Param, ...]:
         return tuple(p for m in self.items for p in m.extra_params(model))
 
+    def precision(self, weights: str, compute: str) -> tuple[str, str]:
+        for m in self.items:
+            weights, compute = m.precision(weights, compute)
+        return weights, compute
+
+    def stored(self, p: Param) -> tuple[int, ...]:
+        sizes = (p.nbytes,)
+        for m in self.items:
+            sizes = m.stored(p, sizes)
+        return sizes
+
+    def resident(self) -> tuple[int, ...]:
+        return tuple(n for m in self.items for n in m.resident())
+
     def wrap_linear(self, tape, site: LinearSite, weight):
         for m in self.items:
             weight = m.wrap_linear(tape, site, weight)
@@ -186,6 +225,9 @@ class Methods:
 
     def tiers(self) -> set[str]:
         return {t for m in self.items for t in m.tiers}
+
+    def loss(self, tape, shapes, hidden, head_weight):
+        return next((out for m in self.items if (out := m.loss(tape, shapes, hidden, head_weight)) is not None), None)
 
     def backward(self) -> bool:
         return not any(m.forwards() for m in self.items)

@@ -34,6 +34,7 @@ class LowRankAdamW(Optimizer):
     """An Adam whose targets' weights keep moments of a rank-r projection of their gradient; every
     other trainable parameter takes the same Python loop unprojected (`step` a Python int)."""
 
+    selectable = False
     impl: str = "for-loop"
     rank: int
     update_gap: int

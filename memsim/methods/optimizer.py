@@ -74,7 +74,9 @@ class Optimizer(BaseModel):
     kind: ClassVar[str] = "optimizer"
     citation: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    selectable: ClassVar[bool] = True  # False: made by a method (GaLore wraps the workload's), not named by a workload
     tasks: ClassVar[tuple[str, ...]] = ("train",)
+    untraceable: ClassVar[str] = ""  # why the traced verifier cannot run it ("": it can)
 
     def state(self, p: Param) -> tuple[int, ...]:
         """The bytes of each state tensor the optimizer creates for parameter `p` at its first step."""

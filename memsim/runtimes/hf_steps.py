@@ -115,8 +115,11 @@ def _weights(prog: Program, cfg: StepConfig) -> Params:
     """What is resident before a step: the parameters, and cuBLAS's workspaces (one per thread that
     runs matrix products: the caller's, and in training autograd's device thread)."""
     all_params, trainable = param_shapes(cfg)
-    for sizes, repeat in _per_param(all_params, lambda p: (p.nbytes,)):
+    stored = cfg.methods.stored if cfg.task == "train" else lambda p: (p.nbytes,)
+    for sizes, repeat in _per_param(all_params, stored):
         prog.resident("weights", sizes, WEIGHTS, repeat)
+    if cfg.task == "train" and cfg.methods.resident():
+        prog.resident("weights", list(cfg.methods.resident()), WEIGHTS)
     for _ in range(2 if cfg.task == "train" else 1):
         prog.static("cuBLAS workspace", cublas_workspace_bytes(cfg.sm), WORKSPACE)
     return trainable
@@ -230,7 +233,8 @@ def _train(cfg: StepConfig) -> Program:
         head_w, head_casts = autocast.wrap(tp2, head_w, m.hidden_size, m.vocab_size, sh.dtype_bytes, True)
     if m.tie_word_embeddings:
         table.grad_pending = table.nbytes  # tied: lm_head's gradient waits for the embedding's, then the two are summed
-    loss, tail = _loss(tp2, sh, hn, head_w)
+    loss, tail = cfg.methods.loss(tp2, sh, hn, head_w) or _loss(tp2, sh, hn, head_w)
+    table.pending_inplace = m.tie_word_embeddings and head_w.owns_grad
     tp2.drop(hn)
     if owed or scalars:
         tp2.events.append((owed + scalars, KV_CACHE, -1))
