@@ -93,6 +93,9 @@ METHOD_CASES = [
     # in place, as a run's update steps are), 16-bit (the projector a copy) and fp32 (a view).
     ("train", "bf16", "sdpa", "adamw", "for-loop", [{"name": "galore", "rank": 16, "update_gap": 1}], 2, 64, 0),
     ("train", "fp32", "eager", "adamw", "for-loop", [{"name": "galore", "rank": 8, "update_gap": 1, "targets": ["q_proj", "o_proj", "down_proj"]}], 1, 64, 0),
+    # GaLore layerwise: an optimizer per parameter stepped from its post-accumulate-grad hook.
+    ("train", "bf16", "sdpa", "adamw", "for-loop", [{"name": "galore", "rank": 16, "update_gap": 1, "layerwise": True}], 2, 64, 0),
+    ("train", "fp32", "eager", "adamw", "for-loop", [{"name": "galore", "rank": 8, "update_gap": 1, "layerwise": True}, "activation-checkpointing"], 2, 64, 0),
     # APOLLO (channel scaling) and APOLLO-Mini (rank 1, one factor a tensor), drawing every step.
     ("train", "bf16", "sdpa", "adamw", "for-loop", [{"name": "apollo", "rank": 16, "update_gap": 1}], 2, 64, 0),
     ("train", "fp32", "eager", "adamw", "for-loop", [{"name": "apollo-mini", "update_gap": 1}], 1, 64, 0),

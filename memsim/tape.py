@@ -52,6 +52,21 @@ def recording_costs():
         _RECORD_COSTS.reset(token)
 
 
+_LEAF_GRAD_HOOK = contextvars.ContextVar("memsim_leaf_grad_hook", default=None)
+
+
+@contextlib.contextmanager
+def leaf_grad_hook(hook):
+    """Tapes made inside call `hook(tape, parameter, grad_bytes)` once a parameter's gradient is
+    accumulated (register_post_accumulate_grad_hook: an optimizer stepped in backward); the hook
+    frees the gradient. None: no hook."""
+    token = _LEAF_GRAD_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _LEAF_GRAD_HOOK.reset(token)
+
+
 @dataclass(frozen=True)
 class OpCost:
     """One kernel's work, for the roofline (memsim/roofline.py): the bytes it reads and writes, and
@@ -121,6 +136,7 @@ class T:
     # the next one into in place (input_buffer.cpp, can_accumulate_inplace).
     pending_inplace: bool = False
     owns_grad: bool = False  # an op hands this weight a gradient tensor of its own (see pending_inplace)
+    defers_grad: bool = False  # a tied weight's first use: its gradient waits for the other's (no hook yet)
     size: int = -1  # logical bytes (a slice is smaller than its storage); -1: the storage's
 
     @property
@@ -149,6 +165,7 @@ class Tape:
     # Where autograd's saved tensors go: the GPU, or another tier through saved-tensor hooks
     # (torch.autograd.graph.save_on_cpu): packed as a copy there, unpacked to a GPU copy by backward.
     saved_tier: str = GPU
+    on_leaf_grad: object = field(default_factory=_LEAF_GRAD_HOOK.get)  # see leaf_grad_hook
 
     # -- storages ----------------------------------------------------------------------------
     def new(self, name: str, nbytes: int, category: str = ACTIVATIONS) -> T:
@@ -358,18 +375,23 @@ class Tape:
         # (a tied embedding and head) has its first gradient waiting in autograd's InputBuffer:
         # that one, mm's transposed grad_weight, cannot be added into in place
         # (input_buffer.cpp, can_accumulate_inplace), so the sum is a third tensor, then stolen.
+        held = g.nbytes  # the bytes .grad now holds
         if p.grad_pending and p.pending_inplace:
             if self.costs:
                 self.events.append((OpCost(f"grad.{p.name}.add_", "memory", p.grad_pending + g.nbytes), COST, 0))
             self.drop(g)
-            p.grad_pending = 0
+            held, p.grad_pending = p.grad_pending, 0
         elif p.grad_pending:
             total = self.new(f"grad.{p.name}.sum", max(g.nbytes, p.grad_pending), GRADIENTS)  # then .grad
             if self.costs:
                 self.events.append((OpCost(f"grad.{p.name}.sum", "memory", p.grad_pending + g.nbytes + total.nbytes), COST, 0))
             self.events.append((p.grad_pending, GRADIENTS, -1))  # the first use's gradient
             self.drop(g)
-            p.grad_pending = 0
+            held, p.grad_pending = total.nbytes, 0
         elif p.has_grad:  # a .grad from an earlier backward: added in place
             self.drop(g)
+            return
         p.has_grad = True
+        if self.on_leaf_grad is not None and not p.defers_grad:
+            self.on_leaf_grad(self, p, held)  # stepped and zeroed: .grad is None again
+            p.has_grad = False

@@ -38,7 +38,7 @@ class Apollo(Method):
     _targets = field_validator("targets")(lambda cls, v: valid_targets(v))
 
     def check(self, model, workload) -> None:
-        check_projection(self, model, workload, "APOLLOAdamW")
+        check_projection(self, model, workload, {"adamw": "APOLLOAdamW"})
 
     def wrap_optimizer(self, optimizer):
         return ApolloAdamW(rank=self.rank, update_gap=self.update_gap, scale=self.scale, scale_type=self.scale_type,

@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..params import PROJECTIONS, Param, Params, cuda_rounded
 from .base import Method
 from .low_rank import LowRankAdamW, check_projection, valid_targets
+from .blockwise_state import QMAP_BYTES, bitsandbytes_moments
 from .optimizer import LoopLocals, StepKernels, StepMemory
 
 FP32 = 4
@@ -40,13 +41,15 @@ class GaLore(Method):
     _targets = field_validator("targets")(lambda cls, v: valid_targets(v))
 
     def check(self, model, workload) -> None:
-        if self.layerwise:
-            raise InputError("methods.galore.layerwise: the per-layer update (an optimizer per parameter stepped from a "
-                             "gradient hook) is not modeled yet; use layerwise: false")
-        check_projection(self, model, workload, "GaLoreAdamW")
+        check_projection(self, model, workload, {"adamw": "GaLoreAdamW", "adamw8bit": "GaLoreAdamW8bit"})
+        opt = workload.optimizer
+        if opt.name == "adamw8bit" and (opt.impl != "bitsandbytes" or opt.paged):
+            raise InputError("methods.galore: GaLoreAdamW8bit is bitsandbytes' unpaged 8-bit Adam; use optimizer "
+                             "{name: adamw8bit} (impl bitsandbytes, paged false)")
 
     def wrap_optimizer(self, optimizer):
-        return GaLoreAdamW(rank=self.rank, update_gap=self.update_gap, scale=self.scale, targets=self.targets)
+        settings = dict(rank=self.rank, update_gap=self.update_gap, scale=self.scale, targets=self.targets, layerwise=self.layerwise)
+        return GaLoreAdamW8bit(**settings) if optimizer.name == "adamw8bit" else GaLoreAdamW(**settings)
 
     def apply_torch(self, model):
         return model  # the projection is the optimizer's (GaLoreAdamW.torch_optimizer_for)
@@ -79,7 +82,64 @@ class GaLoreAdamW(LowRankAdamW):
     def torch_optimizer_for(self, model):
         from galore_torch import GaLoreAdamW as Torch
 
-        return Torch(self.param_groups(model), lr=1e-4, no_deprecation_warning=True)
+        make = lambda groups: Torch(groups, lr=1e-4, no_deprecation_warning=True)  # noqa: E731
+        return self.per_parameter(model, make) if self.layerwise else make(self.param_groups(model))
+
+
+class GaLoreAdamW8bit(GaLoreAdamW):
+    """galore_torch.GaLoreAdamW8bit (adamw8bit.py), a bitsandbytes Optimizer2State: each projected
+    parameter's data swapped for its low-rank gradient while bitsandbytes updates it, so the 8-bit
+    moments take the low-rank shape. galore-torch 1.0 passes percentile_clipping=100 where
+    bitsandbytes 0.50 now takes max_unorm, so every parameter also gets a 1-element fp32 unorm_vec."""
+
+    name: Literal["galore-adamw8bit"] = "galore-adamw8bit"
+    untraceable = "its step calls torch.cuda.synchronize() unconditionally"
+
+    def state(self, p: Param) -> tuple[int, ...]:
+        if not self.projected(p):
+            return (*bitsandbytes_moments(p), FP32)
+        low = _low_rank(p, self.rank)
+        return (*bitsandbytes_moments(low), FP32, super().state(p)[2])
+
+    def shared_state(self, params: Params) -> tuple[int, ...]:
+        return (QMAP_BYTES, QMAP_BYTES)
+
+    def step_memory(self, params: Params) -> StepMemory:
+        return StepMemory(_loop_peak_8bit(self, params))
+
+    def step_kernels(self, params: Params) -> list[StepKernels]:
+        # The 8-bit update (reads p and g, both moments' codes and scales, writes p and the state),
+        # and a projected parameter's clone, products and full-size add.
+        return [StepKernels(5 * params.total(), 6 * params.count, True)]
+
+    def torch_optimizer_for(self, model):
+        from galore_torch import GaLoreAdamW8bit as Torch
+
+        make = lambda groups: Torch(groups, lr=1e-4)  # noqa: E731
+        return self.per_parameter(model, make) if self.layerwise else make(self.param_groups(model))
+
+
+def _low_rank(p: Param, rank: int) -> Param:
+    """The projected gradient's shape: [m, r] for m >= n (right projector), else [r, n]."""
+    return Param(p.rows, rank, p.dtype_bytes) if p.rows >= p.cols else Param(rank, p.cols, p.dtype_bytes)
+
+
+def _loop_peak_8bit(opt: GaLoreAdamW8bit, params: Params) -> int:
+    """GaLoreAdamW8bit.step per projected parameter: the low-rank gradient (kept as p.grad), a
+    clone of the weight (saved_data), the low-rank gradient's clone as p.data (the weight's storage
+    let go), the full gradient let go, bitsandbytes' in-place update, then project_back's product
+    and its * scale added into the clone. Each parameter done leaves its low-rank gradient for its
+    full one, so the peak is at the first projected parameter's project_back (at an update step,
+    or at its SVD)."""
+    freed = 0  # the full gradients already swapped for low-rank ones
+    peak = 0
+    for p in opt.ordered(params):
+        if not opt.projected(p):
+            continue  # bitsandbytes updates in place
+        full, low = cuda_rounded(p.nbytes), cuda_rounded(_low_rank(p, opt.rank).nbytes)
+        peak = max(peak, _svd_bytes(p, opt.rank) - freed, 2 * low + full - freed)
+        freed += full - low
+    return peak
 
 
 def _svd_bytes(p: Param, rank: int) -> int:

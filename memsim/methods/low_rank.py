@@ -16,11 +16,12 @@ def valid_targets(v) -> tuple[str, ...]:
     return tuple(v)
 
 
-def check_projection(method, model, workload, wraps: str) -> None:
-    """One-line refusals: another optimizer than the one it wraps, a target the model does not have
-    as a linear layer, a rank above the smallest projected side."""
-    if workload.optimizer.name != "adamw":
-        raise InputError(f"methods.{method.name}: wraps optimizer adamw ({wraps}), not {workload.optimizer.name}")
+def check_projection(method, model, workload, wraps: dict[str, str]) -> None:
+    """One-line refusals: another optimizer than those it wraps ({optimizer: its torch class}), a
+    target the model does not have as a linear layer, a rank above the smallest projected side."""
+    if workload.optimizer.name not in wraps:
+        known = ", ".join(f"{name} ({cls})" for name, cls in wraps.items())
+        raise InputError(f"methods.{method.name}: wraps optimizer {known}, not {workload.optimizer.name}")
     shapes = linear_shapes(model)
     missing = [t for t in method.targets if t not in shapes]
     if missing:
@@ -40,6 +41,11 @@ class LowRankAdamW(Optimizer):
     update_gap: int
     scale: float
     targets: tuple[str, ...]
+    layerwise: bool = False  # an optimizer per parameter, stepped from its post-accumulate-grad hook
+
+    @property
+    def steps_in_backward(self) -> bool:
+        return self.layerwise
 
     def projected(self, p: Param) -> bool:
         return p.is_matrix and p.name in self.targets
@@ -56,6 +62,26 @@ class LowRankAdamW(Optimizer):
         return [{"params": [p for _, p in named if id(p) not in ids]},
                 {"params": projected, "rank": self.rank, "update_proj_gap": self.update_gap, "scale": self.scale,
                  "proj_type": "std", **projection}]
+
+    def per_parameter(self, model, make):
+        """transformers' layerwise optimizers (trainer_optimizer.py): `make(groups)` an optimizer
+        per parameter, stepped and zeroed from the parameter's post-accumulate-grad hook; the
+        loop's optimizer a LayerWiseDummyOptimizer whose step and zero_grad do nothing."""
+        from transformers.trainer_pt_utils import LayerWiseDummyOptimizer
+
+        plain, projected = self.param_groups(model)
+        settings = {k: v for k, v in projected.items() if k != "params"}
+        per_param = {p: make([{"params": [p]}]) for p in plain["params"]}
+        per_param |= {p: make([{"params": [p], **settings}]) for p in projected["params"]}
+
+        def hook(p):
+            if p.grad is not None:
+                per_param[p].step()
+                per_param[p].zero_grad()
+
+        for p in per_param:
+            p.register_post_accumulate_grad_hook(hook)
+        return LayerWiseDummyOptimizer(optimizer_dict=per_param, lr=1e-4)
 
     def ordered(self, params) -> list[Param]:
         """Two layer blocks' parameters in the step's order: the unprojected group, then the projected."""

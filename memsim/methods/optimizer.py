@@ -105,6 +105,16 @@ class Optimizer(BaseModel):
         """The step's parts for the roofline."""
         return []
 
+    @property
+    def steps_in_backward(self) -> bool:
+        """Each parameter stepped and its gradient freed as backward accumulates it (an optimizer
+        per parameter, from register_post_accumulate_grad_hook); the step itself does nothing."""
+        return False
+
+    def param_step_bytes(self, p: Param) -> int:
+        """Temporaries of a step over parameter `p` alone (an optimizer of its own)."""
+        return self.step_memory(Params((p,), (), 0)).temp_bytes or 0
+
     def traffic_step(self, params: Params, accesses: int, kernels: int) -> list[StepKernels]:
         """A step moving `accesses` parameter-sized tensors with `kernels` kernels a parameter (a
         for-loop) or a multi_tensor_apply launch (foreach, fused)."""

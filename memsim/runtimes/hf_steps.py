@@ -19,11 +19,11 @@ from functools import cached_property
 
 from .. import ops
 from ..methods.base import LayerPlan, LinearSite, Methods
-from ..methods.optimizer import Optimizer
+from ..methods.optimizer import Optimizer, StepMemory
 from ..model import ModelSpec
-from ..params import Params, cuda_rounded, linear_shapes, model_params
+from ..params import Param, Params, cuda_rounded, linear_shapes, model_params
 from ..program import Program
-from ..tape import ACTIVATIONS, COST, GPU, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, OpCost, T, Tape, on_tier
+from ..tape import ACTIVATIONS, COST, GPU, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, OpCost, T, Tape, leaf_grad_hook, on_tier
 from . import autocast, hf_gemma2, hf_moe, sliding_window
 from . import hf_transformers as hf
 from .hf_arch import FULL, LLAMA, Arch
@@ -100,7 +100,10 @@ def param_shapes(cfg: StepConfig) -> tuple[Params, Params]:
 
 def build_program(cfg: StepConfig) -> Program:
     if cfg.task == "train":
-        return _train(cfg) if cfg.methods.backward() else _forward_only_train(cfg)
+        if not cfg.methods.backward():
+            return _forward_only_train(cfg)
+        with leaf_grad_hook(_step_in_backward(cfg)):
+            return _train(cfg)
     if cfg.task == "prefill":
         return _prefill(cfg)
     if cfg.task == "decode":
@@ -228,6 +231,7 @@ def _train(cfg: StepConfig) -> Program:
         tp2.events.append((sliding.nbytes, ACTIVATIONS, -1))
     head_trains = cfg.methods.trains("embed_tokens" if m.tie_word_embeddings else "lm_head")
     head_w = tp2.external("lm_head", m.vocab_size * m.hidden_size * sh.param_bytes, WEIGHTS, head_trains, leaf=True)
+    head_w.defers_grad = m.tie_word_embeddings  # its gradient waits in the embedding's InputBuffer
     head_casts = []
     if sh.autocast:
         head_w, head_casts = autocast.wrap(tp2, head_w, m.hidden_size, m.vocab_size, sh.dtype_bytes, True)
@@ -267,6 +271,8 @@ def _train(cfg: StepConfig) -> Program:
         on = lambda p, tier=tier: [n for n, t in zip(opt.state(p), opt.state_tiers(p)) if t == tier]  # noqa: E731
         for sizes, repeat in _per_param(trainable, on):
             prog.resident("optimizer state", sizes, on_tier(OPTIMIZER, tier), repeat, lazy=True)
+    if opt.steps_in_backward:
+        step_memory = StepMemory(0)  # each parameter's step ran in backward; its gradient is gone
     if step_memory.temp_per_param:  # a foreach list: one tensor per parameter, all freed after the update
         for sign in (1, -1):
             for sizes, repeat in _per_param(trainable, lambda p: (p.nbytes,)):
@@ -279,8 +285,24 @@ def _train(cfg: StepConfig) -> Program:
     step = [(OpCost("optimizer.step", "memory", part.bytes, kernels=part.kernels,
                     layout="contiguous" if part.one_at_a_time else "foreach", issued_by="op" if part.one_at_a_time else ""), COST, 0)
             for part in opt.step_kernels(trainable)] if tp0.costs else []
-    prog.add("optimizer", step + [(trainable.total(), GRADIENTS, -1)])
+    prog.add("optimizer", step + ([] if opt.steps_in_backward else [(trainable.total(), GRADIENTS, -1)]))
     return prog
+
+
+def _step_in_backward(cfg: StepConfig):
+    """The tapes' hook for an optimizer stepped per parameter in backward: that parameter's step
+    temporaries, then its gradient freed (zero_grad). None for a step after backward."""
+    opt = cfg.step_optimizer
+    if opt is None or not opt.steps_in_backward:
+        return None
+    by_name = {p.name: p for p in param_shapes(cfg)[1].walk(1)}
+
+    def step(tp: Tape, leaf: T, grad_bytes: int) -> None:
+        p = by_name.get(leaf.name) or Param(leaf.nbytes // cfg.param_bytes, 0, cfg.param_bytes, leaf.name)
+        temp = opt.param_step_bytes(p)
+        tp.events += [(temp, TEMPORARIES, 1), (temp, TEMPORARIES, -1), (grad_bytes, GRADIENTS, -1)]
+
+    return step
 
 
 def _forward_tape(cfg: StepConfig) -> Tape:
