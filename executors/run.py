@@ -47,12 +47,28 @@ def provenance(cuda: bool, emulated_capacity_bytes: int = 0) -> Provenance:
         peft_version = ""
     common = dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft_version,
                   python=platform.python_version(), date=datetime.date.today().isoformat(),
-                  emulated_capacity_bytes=emulated_capacity_bytes)
+                  emulated_capacity_bytes=emulated_capacity_bytes, libraries=_library_versions())
     if not cuda:
         return Provenance(device=platform.processor() or platform.machine(), backend="cpu-tracker", **common)
     return Provenance(device=torch.cuda.get_device_name(), backend="cuda", driver=_driver_version(),
                       cuda=torch.version.cuda or "", total_memory_bytes=torch.cuda.get_device_properties(0).total_memory,
                       **common)
+
+
+# The libraries the methods run (pyproject's `methods` extra) and the kernels' compiler.
+METHOD_LIBRARIES = ("bitsandbytes", "torchao", "galore-torch", "apollo-torch", "liger-kernel", "cut-cross-entropy", "triton")
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in METHOD_LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def _driver_version() -> str:

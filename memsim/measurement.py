@@ -25,6 +25,7 @@ class Provenance(BaseModel):
     date: str  # ISO date of the run
     total_memory_bytes: int = 0  # torch.cuda.get_device_properties(0).total_memory
     emulated_capacity_bytes: int = 0  # set_per_process_memory_fraction emulating a smaller card; 0: off
+    libraries: dict[str, str] = {}  # the methods' libraries importable in the run: {distribution: version}
 
 
 class Measurement(BaseModel):
