@@ -3,18 +3,21 @@ hardware/cpu, links, ssd, mcu, machines), found by name."""
 
 from __future__ import annotations
 
-import json
 import re
+from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .errors import InputError, suggest
+from .errors import InputError, read_data, shown, suggest
 from .hardware import CpuHostSpec, Figure, HardwareSpec, LinkSpec, Machine, MachineSpec, McuSpec, SsdSpec
 from .model import ModelSpec
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(GiB|GB|MiB|MB)\s*$", re.IGNORECASE)
 _UNITS = {"gib": 2**30, "gb": 10**9, "mib": 2**20, "mb": 10**6}
+# The largest capacity a size may give: 1 EiB, past any machine's memory (the largest single
+# systems have tens of TiB) by far, and a bound that keeps every figure derived from it a float.
+MAX_CAPACITY_BYTES = 1 << 60
 
 
 def _folder(package: str) -> Path:
@@ -58,23 +61,40 @@ def _model_by_name(name: str) -> ModelSpec:
     return ModelSpec.from_path(models_dir() / f"{name}.json")
 
 
+def existing_file(ref: str, suffixes: tuple[str, ...], inside: str | None = None) -> Path | None:
+    """`ref` as a path to a file that exists and ends in one of `suffixes` (a folder: the file
+    `inside` it), or None where it names none: no such file, a name too long for the system, a
+    null byte, an unknown ~user."""
+    try:
+        path = Path(ref).expanduser()
+        if inside and path.is_dir():
+            path = path / inside
+        return path if path.suffix.lower() in suffixes and path.is_file() else None
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+def _unknown(field: str, ref: str, names: list[str], hint: str) -> InputError:
+    what = "model" if field == "model" else "device"
+    return InputError(f"{field}: unknown {what} {shown(ref)}{suggest(ref.strip().lower(), names)} ({hint})")
+
+
 def load_model(ref) -> ModelSpec:
     """A catalog name, a path to a config.json, or an inline mapping of config.json keys."""
     if isinstance(ref, ModelSpec):
         return ref
     if isinstance(ref, dict):
-        return ModelSpec.from_config(ref, name=str(ref.get("_name_or_path", "inline")))
+        name = ref.get("_name_or_path", "inline")
+        return ModelSpec.from_config(ref, name=name if isinstance(name, str) and name else "inline")
     if not isinstance(ref, str) or not ref.strip():
         raise InputError("model: give a catalog name (memsim list models), a path to a config.json, or a mapping")
     key = ref.strip().lower()
     if key in model_names():
         return _model_by_name(key)
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        path = path / "config.json"
-    if path.suffix == ".json" and path.exists():
+    path = existing_file(ref, (".json",), inside="config.json")
+    if path is not None:
         return ModelSpec.from_path(path)
-    raise InputError(f"model: unknown model '{ref}'{suggest(key, model_names())} (memsim list models shows all; a config.json path works too)")
+    raise _unknown("model", ref, model_names(), "memsim list models shows all; a config.json path works too")
 
 
 def raw_config(ref) -> dict:
@@ -83,10 +103,8 @@ def raw_config(ref) -> dict:
         return dict(ref)
     load_model(ref)  # validates, with the same one-line errors
     key = ref.strip().lower()
-    path = models_dir() / f"{key}.json" if key in model_names() else Path(ref).expanduser()
-    if path.is_dir():
-        path = path / "config.json"
-    return json.loads(path.read_text())
+    path = models_dir() / f"{key}.json" if key in model_names() else existing_file(ref, (".json",), inside="config.json")
+    return read_data(path, "model config.json", as_json=True)
 
 
 @lru_cache(maxsize=64)
@@ -95,9 +113,15 @@ def _hardware_by_name(name: str) -> HardwareSpec:
 
 
 def parse_size(text: str) -> int | None:
-    """Bytes of a capacity such as '24GiB' or '512 GB'; None where the text is not one."""
-    m = _SIZE.match(text)
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()]) if m else None
+    """Bytes of a capacity such as '24GiB' or '512 GB' (exact: '1.5GiB' is 1,610,612,736); None
+    where the text is not one; a size of no bytes or past MAX_CAPACITY_BYTES is an InputError."""
+    m = _SIZE.match(text) if isinstance(text, str) and len(text) < 64 else None
+    if m is None:
+        return None
+    nbytes = int(Fraction(m.group(1)) * _UNITS[m.group(2).lower()])
+    if not 0 < nbytes <= MAX_CAPACITY_BYTES:
+        raise InputError(f"capacity '{text.strip()}' must be at least a byte and at most 1 EiB (2**60 bytes)")
+    return nbytes
 
 
 def load_hardware(ref) -> HardwareSpec:
@@ -108,22 +132,23 @@ def load_hardware(ref) -> HardwareSpec:
         return ref
     if not isinstance(ref, str) or not ref.strip():
         raise InputError("hardware: give a catalog name (memsim list hardware), a profile path, or a capacity like 24GiB")
+    if ref.count("@") > 1:
+        raise InputError(f"hardware: {shown(ref)} limits a device twice; give DEVICE@CAPACITY, e.g. h100-sxm-80gb@rtx-4090")
     if "@" in ref:
         return _limited(ref)
     key = ref.strip().lower()
     if key in hardware_names():
         return _hardware_by_name(key)
-    nbytes = parse_size(ref)
+    try:
+        nbytes = parse_size(ref)
+    except InputError as e:
+        raise InputError(f"hardware: {e}") from None
     if nbytes is not None:
-        if nbytes <= 0:
-            raise InputError(f"hardware: capacity '{ref}' must be positive")
         return HardwareSpec.with_capacity(nbytes)
-    path = Path(ref).expanduser()
-    if path.suffix in (".yaml", ".yml") and path.exists():
+    path = existing_file(ref, (".yaml", ".yml"))
+    if path is not None:
         return HardwareSpec.from_path(path)
-    raise InputError(
-        f"hardware: unknown device '{ref}'{suggest(key, hardware_names())} (memsim list hardware shows all; a capacity like 24GiB works too)"
-    )
+    raise _unknown("hardware", ref, hardware_names(), "memsim list hardware shows all; a capacity like 24GiB works too")
 
 
 # --- Components beyond GPUs: hardware/cpu, links, ssd, mcu, machines (one YAML per part, named by file stem).
@@ -170,10 +195,10 @@ def load_component(kind: str, ref):
     key = ref.strip().lower()
     if key in names:
         return _component_by_name(k, key)
-    path = Path(ref).expanduser()
-    if path.suffix in (".yaml", ".yml") and path.exists():
+    path = existing_file(ref, (".yaml", ".yml"))
+    if path is not None:
         return _MODELS[k].from_path(path)
-    raise InputError(f"{k}: unknown {k} '{ref}'{suggest(key, names)} (known: {', '.join(names)})")
+    raise InputError(f"{k}: unknown {k} {shown(ref)}{suggest(key, names)} (known: {', '.join(names)})")
 
 
 def _part(machine: str, field: str, kind: str, name: str | None):
@@ -235,6 +260,35 @@ def catalog_table(kind: str) -> list[dict]:
         spec = load(name)
         rows.append({"name": name, "display_name": spec.display_name, **_ROWS[k](spec)})
     return rows
+
+
+def check_roofline(ref, dtype: str) -> None:
+    """Refuse, in one line, a device the roofline cannot time kernels on: it needs a peak FLOP/s
+    in the compute dtype and a memory bandwidth, from its measured profile or its datasheet."""
+    hw = load_hardware(ref)
+    measured = load_measured(ref) if isinstance(ref, str) else None
+    peak, bandwidth = hw.roofs(dtype)
+    if measured is not None:
+        peak, bandwidth = measured.peak_rate(dtype) or peak, measured.copy_bandwidth() or bandwidth
+    if peak and bandwidth:
+        return
+    if not hw.peak_flops and not bandwidth:
+        raise InputError(f"roofline: '{hw.name}' is a bare capacity, with no peak FLOP/s or memory bandwidth to time "
+                         "kernels on; give a catalog GPU (memsim list hardware) or a profile YAML")
+    able = [n for n in hardware_names() if all(load_hardware(n).roofs(dtype))]
+    if not peak and hw.peak_flops:
+        usable = [d for d in hw.peak_flops if d in ("fp32", "bf16", "fp16")]
+        use = usable[-1] if usable else "fp32"
+        raise InputError(f"roofline: {hw.name} has no {dtype} peak (its profile has {', '.join(hw.peak_flops)}); compute in "
+                         f"one it has (precision: {{weights: {use}, compute: {use}}}), or use a GPU with a {dtype} peak: {', '.join(able)}")
+    lacks = "peak FLOP/s" if not peak else "memory bandwidth"
+    raise InputError(f"roofline: {hw.name}'s profile has no {lacks} to time kernels on; GPUs with {dtype} "
+                     f"roofs: {', '.join(able)}; with measured profiles: {', '.join(measured_names())}")
+
+
+def measured_names() -> list[str]:
+    """The devices with a measured profile (hardware/measured/, what `memsim calibrate` writes)."""
+    return list(_names("memsim.hardware_profiles", "measured/*.yaml"))
 
 
 @lru_cache(maxsize=32)

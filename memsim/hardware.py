@@ -15,7 +15,8 @@ class Figure(BaseModel):
     """A number and where it comes from (a datasheet page, a measurement with its date)."""
 
     model_config = ConfigDict(extra="forbid")
-    value: float = Field(gt=0)
+    # A number, finite and positive: not text, nor a boolean (which a lax float reads as 1.0).
+    value: float = Field(gt=0, strict=True, allow_inf_nan=False)
     source: str = Field(min_length=3)
 
 
@@ -62,6 +63,11 @@ class HardwareSpec(BaseModel):
     @classmethod
     def from_path(cls, path: Path) -> HardwareSpec:
         return load_yaml(cls, path, "hardware profile")
+
+    def roofs(self, dtype: str) -> tuple[float | None, float | None]:
+        """The datasheet's peak FLOP/s in `dtype` and memory bandwidth (None where it has none)."""
+        peak, bandwidth = self.peak_flops.get(dtype), self.memory_bandwidth_bytes_per_s
+        return (peak.value if peak else None), (bandwidth.value if bandwidth else None)
 
     @classmethod
     def with_capacity(cls, capacity_bytes: int) -> HardwareSpec:
@@ -139,7 +145,7 @@ class MachineSpec(Component):
 
     kind: Literal["machine"]
     gpu: str
-    gpu_count: int = Field(default=1, ge=1)
+    gpu_count: int = Field(default=1, ge=1, strict=True)
     host: str
     link: str  # host <-> GPU
     gpu_link: str | None = None  # GPU <-> GPU (NVLink), where there is one

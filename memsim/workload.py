@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-import json
+import operator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from .errors import InputError, suggest
+from .catalog import load_hardware, load_model
+from .errors import InputError, read_mapping, shown, suggest
 from .methods import DEFAULT_OPTIMIZER, METHODS, OPTIMIZERS, Method, Optimizer, parse_method, parse_optimizer
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 TASKS = ("train", "prefill", "decode", "generate")
 ATTENTIONS = ("sdpa", "eager", "flash")
 RUNTIMES = ("hf-transformers",)
+# The largest batch, sequence or new-token count a workload may give: the search limit of
+# fit.largest_fitting, 16,777,216 (a 16M-token context is past any model's published length).
+MAX_COUNT = 1 << 24
+
+
+def _whole(v):
+    """A count: an integer (numpy's too), never a boolean, a string or a float, which pydantic
+    would read as 1, or 4 for '4'."""
+    if isinstance(v, bool) or not hasattr(type(v), "__index__"):
+        raise ValueError(f"must be a whole number (an integer); got {shown(v)}")
+    return operator.index(v)
+
+
+Count = Annotated[int, BeforeValidator(_whole)]
 
 
 class Precision(BaseModel):
@@ -35,9 +49,9 @@ class Workload(BaseModel):
     hardware: str = "rtx-4090"
     host: str | None = Field(None, description="the host's memory: a CPU host (memsim list cpu) or a capacity such as 512GiB")
     task: Literal["train", "prefill", "decode", "generate"] = "train"
-    batch: int = Field(1, ge=1)
-    seq: int = Field(1024, ge=1)
-    generate: int = Field(0, ge=0, description="new tokens, for task=generate")
+    batch: Count = Field(1, ge=1, le=MAX_COUNT)
+    seq: Count = Field(1024, ge=1, le=MAX_COUNT)
+    generate: Count = Field(0, ge=0, le=MAX_COUNT, description="new tokens, for task=generate")
     precision: Precision = Precision()
     optimizer: SerializeAsAny[Optimizer] = Field(default_factory=lambda: parse_optimizer(DEFAULT_OPTIMIZER))
     attention: Literal["sdpa", "eager", "flash"] = "sdpa"
@@ -47,17 +61,25 @@ class Workload(BaseModel):
     methods: list[SerializeAsAny[Method]] = []
     runtime: Literal["hf-transformers"] = "hf-transformers"
 
+    def __init__(self, /, **data: Any):
+        """Validated as given; bad input is one InputError naming the field (pydantic's
+        ValidationError, with every error, is its `detail`)."""
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise InputError(describe(e), detail=e) from None
+
     @field_validator("optimizer", mode="before")
     @classmethod
     def _optimizer(cls, v):
-        return parse_optimizer(v)
+        return parse_optimizer(_named(v, "optimizer"))
 
     @field_validator("methods", mode="before")
     @classmethod
     def _methods(cls, v):
         if not isinstance(v, (list, tuple)):
             raise ValueError("a list of methods (names or mappings with 'name')")
-        parsed = [parse_method(m) for m in v]
+        parsed = [parse_method(_named(m, "method")) for m in v]
         names = [m.name for m in parsed]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -66,6 +88,11 @@ class Workload(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self):
+        for resolve, ref in ((load_model, self.model), (load_hardware, self.hardware)):  # cached: cheap to repeat
+            try:
+                resolve(ref)
+            except InputError as e:
+                raise ValueError(str(e)) from None
         if self.host is not None:
             from .tiers import load_host_capacity
 
@@ -93,28 +120,31 @@ class Workload(BaseModel):
 
     @classmethod
     def parse(cls, data: dict) -> Workload:
-        """Validate, turning pydantic's report into one line that names the field."""
+        """A mapping of fields validated (bad input: one InputError that names the field)."""
+        if isinstance(data, Workload):
+            return data
+        if not isinstance(data, dict):
+            raise InputError(f"workload: give a Workload or a mapping of its fields ({', '.join(cls.model_fields)}), "
+                             f"not {type(data).__name__}; Workload.from_file reads a file")
+        bad = [k for k in data if not isinstance(k, str)]
+        if bad:
+            raise InputError(f"workload: field names are text ({', '.join(cls.model_fields)}); got {shown(bad[0])}")
         try:
             return cls(**data)
-        except ValidationError as e:
-            raise InputError(describe(e)) from None
         except TypeError as e:
             raise InputError(f"workload: {e}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> Workload:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise InputError(f"workload: cannot read '{path}': {e.strerror}") from None
-        try:
-            data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as e:
-            raise InputError(f"workload: '{path}' is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}") from None
-        if not isinstance(data, dict):
-            raise InputError(f"workload: '{path}' must hold a mapping of fields (model, hardware, task, ...)")
-        return cls.parse(data)
+        return cls.parse(read_mapping(path, "workload"))
+
+
+def _named(item, what: str):
+    """A method or optimizer as given, refused where its name is not text (a list, a number)."""
+    name = item.get("name") if isinstance(item, dict) else item
+    if isinstance(item, (str, dict)) and not isinstance(name, (str, type(None))):
+        raise ValueError(f"each {what}'s name is text (memsim list methods); got {shown(name)}")
+    return item
 
 
 def describe(e: ValidationError) -> str:
@@ -124,13 +154,15 @@ def describe(e: ValidationError) -> str:
     head, _, rest = msg.partition(": ")
     if loc in ("methods", "optimizer") and rest and " " not in head:  # a method's own parameter
         return f"{loc}.{head}: {rest}"
-    if loc == "workload" and head.split(".")[0] in Workload.model_fields:  # a check across fields names its own
+    if loc == "workload" and head.split(".")[0].split(" ")[0] in Workload.model_fields:  # a check across fields names its own
         return msg
     if err["type"] == "extra_forbidden":
         field = str(err["loc"][-1])
         return f"{loc}: unknown field{suggest(field, _fields_at(err['loc']))}"
     if err["type"] == "literal_error":
-        return f"{loc}: {err.get('input')!r} is not valid; {msg.lower()}"
+        return f"{loc}: {shown(err.get('input'))} is not valid; {msg.lower()}"
+    if err["loc"][:1] == ("model",) and len(err["loc"]) > 1:  # neither member of str | dict
+        return f"model: give a catalog name (memsim list models), a config.json path or a mapping of its keys; got {shown(err.get('input'))}"
     return f"{loc}: {msg}"
 
 

@@ -1,11 +1,15 @@
 """Bad input: one line naming the field and what is valid, exit code 2, no traceback."""
 
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import memsim
+from memsim import InputError, Workload
 from memsim.cli import app
+from memsim.model import MAX_LAYERS, ModelSpec
 
 runner = CliRunner()
 
@@ -20,7 +24,7 @@ FIT_CASES = [
     (["fit", "--impl", "cuda"], "optimizer.impl"),
     (["fit", "--optimizer", "adafactor", "--impl", "fused"], "optimizer.impl: adafactor has no 'fused'; use 'foreach' or 'for-loop'"),
     (["fit", "--attention", "xformers"], "attention"),
-    (["fit", "--method", "qlora"], "unknown method 'qlora'"),
+    (["fit", "--method", "qlorra"], "unknown method 'qlorra'; did you mean 'qlora'"),
     (["fit", "--method", "mezo"], "methods.mezo: keeps no optimizer state"),
     (["fit", "--method", "lora:rank=0"], "rank"),
     (["fit", "--method", "lora:targets=qproj"], "unknown target"),
@@ -55,8 +59,8 @@ WORKLOAD_CASES = [
     ("model: {model_type: t5, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 10}\n", "model_type 't5' is not modeled"),
     ("model: {hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 3, vocab_size: 10}\n", "multiple of num_key_value_heads"),
     ("model: mixtral-8x7b\nmethods: [{name: lora, targets: [q_proj, gate_proj]}]\n", "methods.lora.targets: gate_proj on the mixture of experts"),
-    ("model: {model_type: mixtral, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 10, num_local_experts: 8, num_experts_per_tok: 2, output_router_logits: true}\n", "output_router_logits true (router aux loss) is not modeled"),
-    ("model: {model_type: qwen2_moe, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 10, num_experts: 8, num_experts_per_tok: 2, decoder_sparse_step: 2}\n", "dense layers among MoE layers"),
+    ("model: {model_type: mixtral, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 10, num_local_experts: 8, num_experts_per_tok: 2, output_router_logits: true}\n", "output_router_logits true (router aux loss) is not modeled"),
+    ("model: {model_type: qwen2_moe, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 4, vocab_size: 10, num_experts: 8, num_experts_per_tok: 2, decoder_sparse_step: 2}\n", "dense layers among MoE layers"),
     ("precision: {weights: fp16, compute: bf16}\n", "not a mode torch runs"),
     ("task: generate\ngenerate: 4\nprecision: {weights: fp32, compute: bf16}\n", "task: generate with autocast"),
     ("model: gemma-2-2b\nprecision: {weights: fp32, compute: bf16}\n", "autocast (weights fp32, compute bf16) on gemma2 is not modeled"),
@@ -83,3 +87,77 @@ def test_workload_file_bad_input(tmp_path, text, expected):
 def test_missing_file():
     r = runner.invoke(app, ["predict", "no/such/file.yaml"])
     assert r.exit_code == 2 and "cannot read" in r.output
+
+
+# --- No silent guesses: each input once answered wrongly without a word, now right or refused.
+TINY = dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=128)
+
+
+def test_intermediate_size_zero_is_refused_not_four_times_hidden():
+    with pytest.raises(InputError, match="intermediate_size must be an integer from 1 to"):
+        ModelSpec.from_config(dict(TINY, intermediate_size=0))
+
+
+@pytest.mark.parametrize("value", ["no", "false", 0, None])
+def test_tie_word_embeddings_must_be_a_boolean(value):
+    with pytest.raises(InputError, match="tie_word_embeddings must be true or false"):
+        ModelSpec.from_config(dict(TINY, tie_word_embeddings=value))
+    assert not ModelSpec.from_config(dict(TINY, tie_word_embeddings=False)).tie_word_embeddings
+
+
+def test_quantization_config_is_refused_naming_the_qlora_method():
+    cfg = dict(TINY, quantization_config={"quant_method": "bitsandbytes", "load_in_4bit": True})
+    with pytest.raises(InputError, match=r"quantization_config \(bitsandbytes\).*methods: \[\{name: qlora\}\]"):
+        memsim.predict({"model": cfg})
+
+
+def test_largest_fitting_names_the_fields_it_solves():
+    with pytest.raises(InputError, match="field 'batchsize' is not one of batch, seq; did you mean 'batch'"):
+        memsim.largest_fitting(Workload(model="smollm2-135m"), "batchsize")
+
+
+def test_a_mixtral_config_without_its_expert_count_is_a_mixture_of_mixtrals_default():
+    cfg = {k: v for k, v in TINY.items() if k != "num_key_value_heads"} | {"model_type": "mixtral", "num_attention_heads": 8}
+    m = ModelSpec.from_config(cfg)
+    assert (m.num_experts, m.experts_per_token, m.num_kv_heads) == (8, 2, 8)  # MixtralConfig's defaults
+    report = memsim.predict({"model": cfg, "seq": 16})
+    assert any("num_local_experts=8" in n and "num_experts_per_tok=2" in n for n in report.notes), report.notes
+
+
+TYPES = ["llama", "mistral", "qwen2", "gemma2", "mixtral", "qwen2_moe"]
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_keys_left_out_take_what_transformers_builds(model_type):
+    """A config.json with only the required keys: memsim's parameter count is the one transformers
+    builds from it (its config class's defaults), and the report names the defaults it used."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = dict(model_type=model_type, hidden_size=128, num_hidden_layers=1, num_attention_heads=32, vocab_size=64)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**cfg))
+    assert ModelSpec.from_config(cfg).param_count() == sum(p.numel() for p in model.parameters())
+    notes = memsim.predict({"model": cfg, "seq": 16, "hardware": "1000GiB"}).notes
+    assert any("intermediate_size=" in n and "defaults" in n for n in notes), notes
+
+
+def test_workload_raises_memsims_one_line_error_with_pydantics_detail():
+    from pydantic import ValidationError
+
+    with pytest.raises(InputError) as e:
+        Workload(batch=0, seq="long")
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value) and str(e.value).startswith("batch:")
+    assert isinstance(e.value.detail, ValidationError) and len(e.value.detail.errors()) == 2
+    w = Workload(model="smollm2-135m", batch=2)
+    assert w.model_copy(update={"batch": 3}).batch == 3
+    assert Workload.model_validate_json(w.model_dump_json()) == w == Workload.parse(w.model_dump())
+
+
+def test_a_model_at_the_layer_bound_predicts_quickly_and_past_it_is_refused():
+    deep = dict(TINY, num_hidden_layers=MAX_LAYERS)
+    start = time.perf_counter()
+    memsim.predict({"model": deep, "seq": 64})
+    assert time.perf_counter() - start < 30  # the allocator replay walks each layer: about 2 s here
+    with pytest.raises(InputError, match=f"num_hidden_layers must be an integer from 1 to {MAX_LAYERS}"):
+        memsim.predict({"model": dict(TINY, num_hidden_layers=10_000)})
