@@ -7,19 +7,42 @@ import sys
 from typing import Optional
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .catalog import hardware_names, load_hardware, model_names, models_dir
-from .errors import InputError
-from .fit import largest_fitting
+from .errors import InputError, existing_folder, output_file
+from .fit import FIELDS, Boundary, boundary
 from .predict import predict
 from .report import Report
 from .tape import CATEGORIES
 from .methods import METHODS, catalog
 from .workload import Workload
+from . import tables
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Will it fit? Memory of training and serving transformers, predicted.")
+
+class _OneLineUsage(typer.core.TyperGroup):
+    """click's usage errors (an unknown option, a value of the wrong type, a missing argument) as
+    memsim's other bad input: one line on stderr and exit code 2, not a framed panel."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as e:  # typer's click: UsageError, BadParameter, NoSuchOption, ...
+            where = f" ({e.ctx.command_path} --help)" if getattr(e, "ctx", None) else ""
+            err.print(f"error: {' '.join(e.format_message().split())}{where}", highlight=False, soft_wrap=True, markup=False)
+            sys.exit(getattr(e, "exit_code", 2))
+        except typer.Abort:
+            err.print("aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # typer returns a command's typer.Exit code
+
+
+app = typer.Typer(cls=_OneLineUsage, add_completion=False, no_args_is_help=True, help="Will it fit? Memory of training and serving transformers, predicted.")
 out = Console()
 err = Console(stderr=True)
 
@@ -59,15 +82,18 @@ def _scalar(v: str):
     return v
 
 
-def _show(report: Report, largest: dict[str, int] | None = None) -> None:
+def _show(report: Report, largest: dict[str, Boundary] | None = None) -> None:
     verdict = "[bold green]fits[/]" if report.fits else "[bold red]does not fit[/]"
-    out.print(f"{report.model} · {report.task} · batch {report.batch} × seq {report.seq} on {report.hardware}: {verdict}")
+    if report.fragmented():
+        verdict += " (its tensors fit; the allocator runs out of memory by fragmentation)"
+    out.print(f"{escape(report.model)} · {report.task} · batch {report.batch} × seq {report.seq} on {escape(report.hardware)}: {verdict}")
     tiers = Table(title="Peak memory per tier")
     for col in ("tier", "allocated", "reserved", "device (est.)", "capacity", "headroom"):
         tiers.add_column(col, justify="right" if col != "tier" else "left")
     for tier, p in report.peak.items():
+        capacity, headroom = report.capacity_bytes.get(tier), report.headroom_bytes.get(tier)  # a host not given: unknown
         tiers.add_row(tier, _gib(p.allocated_bytes), _gib(p.reserved_bytes), _gib(p.device_bytes),
-                      _gib(report.capacity_bytes[tier]), _gib(report.headroom_bytes[tier]))
+                      "-" if capacity is None else _gib(capacity), "-" if headroom is None else _gib(headroom))
     out.print(tiers)
     total = sum(report.breakdown_bytes.values()) or 1
     bd = Table(title=f"Breakdown at the peak ({report.phase_at_peak})")
@@ -79,16 +105,24 @@ def _show(report: Report, largest: dict[str, int] | None = None) -> None:
         if n:
             bd.add_row(c, f"{n / 2**30:,.3f}", f"{n / total:.1%}")
     out.print(bd)
-    if largest:
-        out.print(" · ".join(f"largest {k} that fits: [bold]{v}[/]" for k, v in largest.items()))
+    for field, b in (largest or {}).items():  # every value up to it fits; over it, the replay's other verdicts
+        out.print(f"largest {field} that fits: [bold]{b.largest}[/]" + (f" ({b.sentence()})" if b.sentence() else ""))
 
 
 def _run(fn):
     try:
         return fn()
     except InputError as e:
-        err.print(f"error: {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2)
+        _refuse(str(e))
+    except BrokenPipeError:
+        raise
+    except OSError as e:  # a file the command reads or writes (a folder given for a file, a full disk)
+        _refuse(f"cannot use '{e.filename}': {e.strerror}" if e.filename else str(e))
+
+
+def _refuse(message: str):
+    err.print(f"error: {' '.join(message.split())}", highlight=False, soft_wrap=True, markup=False)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -117,11 +151,14 @@ def fit(
             attention=attention, methods=[_parse_method(m) for m in method or []],
         ))
         report = predict(w)
-        largest = {"batch": largest_fitting(w, "batch"), "seq": largest_fitting(w, "seq")} if solve else None
+        # The workload's own verdict is part of each answer: the two never contradict each other.
+        largest = {f: boundary(w, f, known={getattr(w, f): report}) for f in FIELDS} if solve else None
         if json:
             data = report.model_dump()
             if largest:
-                data["largest"] = largest
+                data["largest"] = {f: b.largest for f, b in largest.items()}
+                data["fits_above_largest"] = {f: list(b.fits_above) for f, b in largest.items()}
+                data["fails_above_largest"] = {f: list(b.fails) for f, b in largest.items()}
             import json as _json
 
             out.print_json(_json.dumps(data))
@@ -152,13 +189,9 @@ def predict_cmd(
 PARTS = {"cpu": "cpu", "links": "link", "ssd": "ssd", "mcu": "mcu", "machines": "machine"}
 
 
-def _cell(v) -> str:
-    """A catalog figure for a table: bytes and rates in SI units, the rest as they are."""
-    if v is None:
-        return "-"
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1e6:
-        return f"{v:.3g}"
-    return str(v)
+# The columns `memsim list PART` leaves out first where the terminal is narrow (derived or secondary figures).
+_PART_DROP = {"cpu": ("fp32_flops",), "link": ("latency_s",), "ssd": ("interface",), "mcu": ("core", "flash_bytes"),
+              "machine": ("gpu_memory_bytes", "dram_bytes", "display_name")}
 
 
 @app.command("list")
@@ -168,29 +201,12 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods |
 
     def go():
         if what == "models":
-            from .catalog import load_model
-
-            t = Table(title="Models (data/models)")
-            for c in ("name", "type", "params", "layers", "hidden", "heads/kv", "vocab"):
-                t.add_column(c)
-            for name in model_names():
-                try:
-                    m = load_model(name)
-                except InputError:  # in the catalog, not modeled yet: listed as such
-                    t.add_row(name, json.loads((models_dir() / f"{name}.json").read_text()).get("model_type", "?"), "not modeled yet", "", "", "", "")
-                    continue
-                kind = m.model_type + (f" (MoE {m.experts_per_token}/{m.num_experts})" if m.is_moe else "")
-                t.add_row(name, kind, f"{m.param_count() / 1e9:.2f}B", str(m.num_layers), str(m.hidden_size),
-                          f"{m.num_heads}/{m.num_kv_heads}", str(m.vocab_size))
-            out.print(t)
+            _show_models()
         elif what == "hardware":
-            t = Table(title="Hardware (hardware/)")
-            for c in ("name", "device", "memory", "profile"):
-                t.add_column(c)
-            for name in hardware_names():
-                h = load_hardware(name)
-                t.add_row(name, h.display_name, _gib(h.capacity_bytes), h.profile)
-            out.print(t)
+            rows = [dict(name=name, device=h.display_name, memory=_gib(h.capacity_bytes), profile=h.profile)
+                    for name, h in ((n, load_hardware(n)) for n in hardware_names())]
+            tables.show(out, "Hardware (hardware/)", [("name", "name", tables.NAME), ("device", "device", tables.TEXT),
+                        ("memory", "memory", tables.NUM), ("profile", "profile", tables.NAME)], rows, drop=("profile",))
         elif what == "methods" and as_json:
             print(json.dumps(catalog(), indent=2, default=list))
         elif what == "methods":
@@ -198,27 +214,48 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods |
         elif what in PARTS:
             from .catalog import catalog_table
 
-            rows = catalog_table(PARTS[what])
-            t = Table(title=f"{what} (hardware/{what})")
-            for c in rows[0]:
-                t.add_column(c, justify="left" if c in ("name", "display_name") else "right")
-            for r in rows:
-                t.add_row(*(_cell(v) for v in r.values()))
-            out.print(t)
+            raw = catalog_table(PARTS[what])
+            if PARTS[what] == "machine":  # the GPUs in one column: '8x a100-40gb'
+                raw = [{k: (f"{r['gpu_count']}x {v}" if k == "gpu" else v) for k, v in r.items() if k != "gpu_count"} for r in raw]
+            rows = [{k: tables.cell(v) for k, v in r.items()} for r in raw]
+            numeric = {k for k in raw[0] if all(isinstance(r[k], (int, float, type(None))) for r in raw)}
+            named = {k for k in raw[0] if k not in numeric and all(" " not in r[k] for r in rows)}  # other parts' names
+            columns = [(k, "name" if k == "name" else tables.header(k, [r[k] for r in rows]),
+                        tables.NAME if k in named else tables.NUM if k in numeric else tables.TEXT) for k in raw[0]]
+            tables.show(out, f"{what} (hardware/{what})", columns, rows, drop=_PART_DROP.get(PARTS[what], ()))
         else:
             raise InputError(f"list: '{what}' is not one of models, hardware, methods, {', '.join(PARTS)}")
 
     _run(go)
 
 
+def _show_models() -> None:
+    from .catalog import load_model
+
+    rows = []
+    for name in model_names():
+        try:
+            m = load_model(name)
+        except InputError:  # in the catalog, not modeled yet: listed as such
+            kind = json.loads((models_dir() / f"{name}.json").read_text()).get("model_type", "?")
+            rows.append(dict(name=name, type=str(kind), params="not modeled yet"))
+            continue
+        kind = m.model_type + (f" (MoE {m.experts_per_token}/{m.num_experts})" if m.is_moe else "")
+        rows.append(dict(name=name, type=kind, params=f"{m.param_count() / 1e9:.2f}B", layers=str(m.num_layers),
+                         hidden=str(m.hidden_size), heads=f"{m.num_heads}/{m.num_kv_heads}", vocab=str(m.vocab_size)))
+    columns = [("name", "name", tables.NAME), ("type", "type", tables.TEXT), ("params", "params", tables.NUM),
+               ("layers", "layers", tables.NUM), ("hidden", "hidden", tables.NUM), ("heads", "heads\nq/kv", tables.NUM),
+               ("vocab", "vocab", tables.NUM)]
+    tables.show(out, "Models (data/models)", columns, rows, drop=("vocab", "hidden", "layers"))
+
+
 def _show_methods() -> None:
-    t = Table(title="Methods (methods: [...]) and optimizers (optimizer: {name: ...})")
-    for c in ("name", "kind", "parameters", "what it does", "source"):
-        t.add_column(c, overflow="fold")
-    for d in catalog():
-        params = ", ".join(f"{k}={_cell(v['default'])}" for k, v in d["parameters"].items())
-        t.add_row(d["name"], d["kind"], params, d["summary"], d["citation"])
-    out.print(t)
+    rows = [dict(name=d["name"], kind=d["kind"], summary=d["summary"], citation=d["citation"],
+                 params=", ".join(f"{k}={tables.cell(v['default'])}" for k, v in d["parameters"].items())) for d in catalog()]
+    columns = [("name", "name", tables.NAME), ("kind", "kind", tables.NAME), ("params", "parameters", tables.TEXT),
+               ("summary", "what it does", tables.TEXT), ("citation", "source", tables.TEXT)]
+    tables.show(out, "Methods (methods: [...]) and optimizers (optimizer: {name: ...})", columns, rows,
+                drop=("citation",), more="a wider terminal or memsim list methods --json shows them")
 
 
 @app.command()
@@ -241,12 +278,11 @@ def trace(
         from .runtimes.hf_steps import build_program
 
         tensors_only = simulate(build_program(step_config(w)), exclude=("workspace",)).bytes
-        t = Table(title=f"{report.model} {report.task}: analytic vs traced (tensor bytes, no kernel workspaces)")
-        for c in ("analytic", "traced", "error", "traced in"):
-            t.add_column(c, justify="right")
-        t.add_row(_gib(tensors_only), _gib(result.peak_bytes), f"{(tensors_only - result.peak_bytes) / result.peak_bytes:+.2%}",
-                  f"{result.seconds:.1f} s")
-        out.print(t)
+        row = dict(analytic=_gib(tensors_only), traced=_gib(result.peak_bytes), seconds=f"{result.seconds:.1f} s",
+                   error=f"{(tensors_only - result.peak_bytes) / result.peak_bytes:+.2%}")
+        tables.show(out, f"{report.model} {report.task}: analytic vs traced (tensor bytes, no kernel workspaces)",
+                    [(k, h, tables.NUM) for k, h in (("analytic", "analytic"), ("traced", "traced"), ("error", "error"),
+                                                     ("seconds", "traced in"))], [row])
 
     _run(go)
 
@@ -258,7 +294,8 @@ def validate(
     device: str = typer.Option("auto", help="auto | cuda | cpu (the CPU tracker measures live tensor bytes)"),
     only: Optional[list[str]] = typer.Option(None, "--only", help="run only these case ids"),
     plot_path: Optional[str] = typer.Option(None, "--plot", help="the plot's PNG; default beside the results"),
-    no_run: bool = typer.Option(False, "--no-run", help="run nothing: compare the results already in --out with today's predictions"),
+    no_run: bool = typer.Option(False, "--no-run", help="run nothing: compare the results already in --out with today's predictions "
+                                "(the CSV and plot are written only beside --out, the plot also at --plot)"),
     hardware: Optional[str] = typer.Option(None, "--hardware", "-H", help="run the suite on this device instead of the suite's "
                                            "(its name names the results: data/validation/<hardware>.jsonl)"),
 ):
@@ -271,6 +308,10 @@ def validate(
     def go():
         if device not in ("auto", "cuda", "cpu"):
             raise InputError(f"--device: '{device}' is not one of auto, cuda, cpu")
+        if plot_path:  # before any work
+            output_file("--plot", plot_path, PLOT_FORMATS)
+        if results and existing_folder(results):
+            raise InputError(f"--out: '{results}' is a folder; give the results file in it, e.g. {Path(results) / 'results.jsonl'}")
         spec, cases = v.load_suite(suite, hardware)
         if only:
             unknown = sorted(set(only) - {c.id for c in cases})
@@ -286,18 +327,25 @@ def validate(
                 raise InputError(f"--no-run: no results of this suite's cases in {path}; run without --no-run to measure them, "
                                  "or give --out the results file")
         else:
-            done = _run_cases(v, spec, cases, path, device, failed)
+            v.check_device(spec, suite, device)
+            done = _run_stoppable(v, spec, cases, path, device, failed)
         df = v.comparison(cases, done)
-        _show_validation(df, v.summary(df), path)
-        if len(df):
-            table = path.with_name(f"{path.stem}-compare.csv")
+        write = not no_run or results is not None  # --no-run writes beside --out only (and the plot where --plot says)
+        table = path.with_name(f"{path.stem}-compare.csv")
+        _show_validation(df, v.summary(df), path, f"{table} has every column" if write else "a wider terminal shows them")
+        if len(df) and write:
             df.to_csv(table, index=False)
-            png = v.plot(df, Path(plot_path or path.with_suffix(".png")), title=spec.name)
-            out.print(f"table: {table}\nplot: {png}")
+            out.print(escape(f"table: {table}"))
+        if len(df) and (write or plot_path):
+            out.print(escape(f"plot: {v.plot(df, Path(plot_path or path.with_suffix('.png')), title=spec.name)}"))
         if failed:
             raise typer.Exit(1)
 
     _run(go)
+
+
+# Chart formats savefig writes by the file's extension (matplotlib's Agg, SVG and PDF backends).
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 @app.command()
@@ -309,14 +357,19 @@ def roofline(
     """Step time on the roofline: the slowest kernels, what bounds the step, tokens per second."""
 
     def go():
-        from .catalog import load_measured
+        from .catalog import check_roofline, load_measured, load_model
         from .predict import predict_time
         from .roofline import Rates
         from .roofline import plot as draw
 
+        if top < 1:
+            raise InputError(f"--top: {top} kernels; give at least 1")
+        plot = output_file("--plot", plot_path, PLOT_FORMATS) if plot_path else None  # before any work
         w = Workload.from_file(workload)
+        check_roofline(w.hardware, w.precision.compute)
         seconds, tokens, st = predict_time(w)
-        t = Table(title=f"{w.model} · {w.task} · batch {w.batch} × seq {w.seq} on {w.hardware}: the slowest kernels")
+        name = escape(load_model(w.model).name)
+        t = Table(title=f"{name} · {w.task} · batch {w.batch} × seq {w.seq} on {escape(w.hardware)}: the slowest kernels")
         for c in ("kernel", "phase", "launches", "ms", "share", "bound", "TFLOP/s", "GB/s"):
             t.add_column(c, justify="left" if c in ("kernel", "phase", "bound") else "right")
         total = sum(k.seconds for k in st.kernels) or 1.0
@@ -342,10 +395,11 @@ def roofline(
                 out.print(f"decode: {d.seconds * 1e3:,.2f} ms a step ({d.bound}-bound) · {w.batch / d.seconds:,.0f} tokens/s")
         for a in st.assumptions:
             out.print(f"[yellow]note:[/] {a}")
-        if plot_path:
+        if plot:
             r = Rates(load_hardware(w.hardware), load_measured(w.hardware), w.precision.compute,
                       {"train": "train", "prefill": "prefill"}.get(w.task, "decode"))
-            out.print(f"plot: {draw(st, r.peak, r.bandwidth, plot_path, title=f'{w.model} {w.task} on {w.hardware}')}")
+            title = f"{load_model(w.model).name} {w.task} on {w.hardware}"
+            out.print(f"plot: {draw(st, r.peak, r.bandwidth, str(plot), title=title)}", markup=False, highlight=False)
 
     _run(go)
 
@@ -371,6 +425,8 @@ def calibrate(
         from .executors.calibrate import SECTIONS
         from .executors.calibrate import calibrate as run
 
+        if only and not update_path:
+            raise InputError("--only: measures sections again in a profile given with --update PROFILE.yaml")
         if update_path:
             from .calibration import MeasuredProfile
             from .executors.calibrate import update
@@ -385,7 +441,7 @@ def calibrate(
             return
         if base:
             load_hardware(base)  # a one-line error before minutes of benchmarks
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
             job = bar.add_task("calibrating")
             profile = run(name or "", base, quick, disk_folder, progress=lambda msg: bar.update(job, description=msg))
         if not profile.name:
@@ -437,29 +493,45 @@ def _run_cases(v, spec, cases, path, device, failed):
         def on_result(case, result, resumed):
             if isinstance(result, str):
                 failed.append((case.id, result))
-                err.print(f"[red]{case.id}: {result}[/]", highlight=False)
-            bar.update(job, advance=1, description=f"{case.id}{' (resumed)' if resumed else ''}")
+                err.print(f"[red]{escape(case.id)}: {escape(result)}[/]", highlight=False)
+            bar.update(job, advance=1, description=escape(f"{case.id}{' (resumed)' if resumed else ''}"))
 
-        return v.run_suite(spec, cases, path, device, on_result)
+        return v.run_suite(spec, cases, path, device, on_result, on_note=lambda note: err.print(note, markup=False, highlight=False))
+
+
+def _run_stoppable(v, spec, cases, path, device, failed):
+    """_run_cases, stopped cleanly by Ctrl-C or SIGTERM: the worker killed, what landed kept, exit 130 or 143."""
+    from .worker_process import stop_on_signals
+
+    try:
+        with stop_on_signals():
+            return _run_cases(v, spec, cases, path, device, failed)
+    except KeyboardInterrupt as e:
+        by = str(e) or "SIGINT"
+        err.print(f"validate: stopped by {by}; the results that landed are in {path}, and the same command resumes",
+                  markup=False, highlight=False)
+        raise typer.Exit(143 if by == "SIGTERM" else 130)
 
 
 def _pct(error: float) -> str:
     return f"{error:+.2%}" if error == error else "-"  # NaN: the case did not run to the end
 
 
-def _show_validation(df, summary, path) -> None:
-    t = Table(title=f"predicted vs measured ({path})")
-    for c in ("case", "fits (pred/meas)", "allocated pred", "meas", "error", "reserved err", "device err", "step ms", "step err"):
-        t.add_column(c, justify="left" if c == "case" else "right")
-    for r in df.itertuples():
-        t.add_row(r.case, f"{'yes' if r.predicted_fits else 'no'}/{'yes' if r.measured_fits else 'no'}",
-                  _gib(r.predicted_allocated), _gib(r.measured_allocated), _pct(r.error_allocated),
-                  _pct(r.error_reserved), _pct(r.error_device), f"{r.step_time_s * 1e3:,.1f}" if r.step_time_s else "-",
-                  _pct(r.error_step))
-    out.print(t)
+def _show_validation(df, summary, path, more: str) -> None:
+    columns = [("case", "case", tables.NAME), ("fits", "fits", tables.NAME), ("alloc_pred", "alloc\npred", tables.NUM),
+               ("alloc_meas", "alloc\nmeas", tables.NUM), ("alloc_err", "alloc\nerror", tables.NUM),
+               ("resv_err", "resv\nerror", tables.NUM), ("dev_err", "device\nerror", tables.NUM),
+               ("step_ms", "step\nms", tables.NUM), ("step_err", "step\nerror", tables.NUM)]
+    rows = [dict(case=r.case, fits=f"{'yes' if r.predicted_fits else 'no'}/{'yes' if r.measured_fits else 'no'}",
+                 alloc_pred=_gib(r.predicted_allocated), alloc_meas=_gib(r.measured_allocated), alloc_err=_pct(r.error_allocated),
+                 resv_err=_pct(r.error_reserved), dev_err=_pct(r.error_device), step_err=_pct(r.error_step),
+                 step_ms=f"{r.step_time_s * 1e3:,.1f}" if r.step_time_s else "-") for r in df.itertuples()]
+    tables.show(out, f"predicted vs measured ({path})", columns, rows, more=more,
+                drop=("dev_err", "alloc_meas", "alloc_pred", "step_ms", "resv_err"),
+                caption="fits: predicted/measured; error: (predicted - measured) / measured")
     for k, s in summary.items():
         if s["cases"]:
-            out.print(f"{k}: median |error| {s['median']:.2%}, max {s['max']:.2%} over {s['cases']} cases")
+            out.print(f"{k}: median |error| {s['median']:.2%}, max {s['max']:.2%} over {s['cases']} cases", markup=False)
 
 
 def main():

@@ -23,21 +23,24 @@ measuring happens in `python -m memsim.executors.worker`.
 from __future__ import annotations
 
 import json
+import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .catalog import load_hardware
-from .errors import InputError, first_error
+from .catalog import load_hardware, parse_size
+from .errors import InputError, first_error, read_mapping
 from .fit import largest_fitting
 from .measurement import Measurement
 from .predict import predict, step_config
+from .results_file import append_result, drop_torn_tail, read_results
+from .worker_process import run_worker, torch_device
 from .workload import Workload
+
+# The suite sized for the CPU executor (small models, a capacity rather than a GPU): what CI runs.
+CPU_SUITE = "data/suites/cpu-smoke.yaml"
 
 
 class Suite(BaseModel):
@@ -67,14 +70,9 @@ class CaseSpec(BaseModel):
 
 def load_suite(path: str | Path, hardware: str | None = None) -> tuple[Suite, list[Case]]:
     """The suite's cases; `hardware` runs them on another device (its name then names the suite)."""
+    raw = read_mapping(path, "suite")  # unreadable, not UTF-8, not YAML, not a mapping: one line
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise InputError(f"suite: cannot read '{path}': {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"suite: '{path}' is not valid YAML: {e}") from None
-    try:
-        suite = Suite(**raw) if isinstance(raw, dict) else Suite(name="", cases=[])
+        suite = Suite(**raw)
     except ValidationError as e:
         raise InputError(f"suite '{path}': {first_error(e)}") from None
     if hardware:
@@ -114,27 +112,31 @@ def load_suite(path: str | Path, hardware: str | None = None) -> tuple[Suite, li
     return suite, cases
 
 
-def read_results(path: Path) -> dict[str, Measurement]:
-    """The measurements already in a results file, by case id (a torn last line is ignored)."""
-    done: dict[str, Measurement] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                m = Measurement.model_validate_json(line)
-            except ValidationError:
-                continue
-            done[m.case] = m
-    return done
+def check_device(suite: Suite, path: str | Path, device: str) -> None:
+    """Refuse, in one line, a run that cannot measure what the suite is for: a suite measured on a
+    named GPU where torch sees none (it runs with --device cpu, on purpose), --device cuda without
+    a GPU, and any run without torch."""
+    if device == "cpu":
+        return
+    found = torch_device()
+    if not found:
+        raise InputError("validate: running cases needs torch (pip install 'memsim[torch]'); --no-run compares results already measured")
+    if device == "cuda" and found != "cuda":
+        raise InputError("--device cuda: torch sees no CUDA GPU here; --device cpu runs the cases on the CPU (live tensor bytes counted)")
+    if found != "cuda" and parse_size(suite.hardware) is None:
+        raise InputError(f"suite '{path}' is measured on {suite.hardware} and torch sees no CUDA GPU here: run it with --device cpu "
+                         f"(each case on real CPU tensors, live bytes counted: a GPU-sized case needs that much RAM and time), "
+                         f"or run the CPU suite, {CPU_SUITE}")
 
 
 def run_case(case: Case, suite: Suite, device: str = "auto", timeout_s: float = 1800) -> Measurement | str:
-    """One case in a fresh Python process; returns its Measurement, or the error it ended with."""
+    """One case in a fresh Python process (memsim.worker_process: it dies with this one); returns
+    its Measurement, or the error it ended with."""
     request = dict(case=case.id, workload=case.workload.model_dump(mode="json"), warmup=suite.warmup,
-                   steps=suite.steps, device=device, emulate_capacity_bytes=case.emulate_capacity_bytes)
-    try:
-        r = subprocess.run([sys.executable, "-m", "memsim.executors.worker", json.dumps(request)],
-                           capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+                   steps=suite.steps, device=device, emulate_capacity_bytes=case.emulate_capacity_bytes,
+                   parent_pid=os.getpid())
+    r = run_worker([json.dumps(request)], timeout_s)
+    if r is None:
         return f"timed out after {timeout_s:.0f} s"
     lines = r.stdout.strip().splitlines()
     if r.returncode == 0 and lines:
@@ -143,10 +145,15 @@ def run_case(case: Case, suite: Suite, device: str = "auto", timeout_s: float = 
     return tail
 
 
-def run_suite(suite: Suite, cases: list[Case], out: Path, device: str = "auto", on_result=None) -> dict[str, Measurement]:
-    """Run the cases not yet in `out`, appending each result as it lands."""
-    done = read_results(out)
+def run_suite(suite: Suite, cases: list[Case], out: Path, device: str = "auto", on_result=None,
+              on_note=print) -> dict[str, Measurement]:
+    """Run the cases not yet in `out`, appending each result as it lands (memsim.results_file); a
+    torn last line left by a killed run is cut off first, with a note."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    note = drop_torn_tail(out)
+    if note and on_note:
+        on_note(note)
+    done = read_results(out)
     for case in cases:
         if case.id in done:
             if on_result:
@@ -154,8 +161,7 @@ def run_suite(suite: Suite, cases: list[Case], out: Path, device: str = "auto", 
             continue
         result = run_case(case, suite, device)
         if isinstance(result, Measurement):
-            with out.open("a") as f:
-                f.write(result.model_dump_json() + "\n")
+            append_result(out, result)
             done[case.id] = result
         if on_result:
             on_result(case, result, resumed=False)
