@@ -15,8 +15,11 @@ no expandable segments, no garbage-collection threshold):
   failing again is an out-of-memory error.
 
 A Program's events name sizes, not tensors: a free goes to the most recent live block of its
-category and size; a free that stands for several tensors (one event summing them) releases the
-category's most recent blocks until that many bytes are freed.
+category and size that the step allocated (never a resident one: the step holds those, but for
+a category the step carries, such as a decode step's cache, which it replaces). A free that stands
+for several tensors (one event summing them), or that no live block of its size matches, releases
+blocks that no later free of the step claims, of its category first: the most recent that fit in
+its bytes, then, short of them, the smallest block that covers the rest.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class Block:
     free: bool = True
     prev: Block | None = None
     next: Block | None = None
+    held: bool = False  # allocated by a resident segment: held through every step
+    serial: int = 0  # the order of the replay's requests (the most recent is the largest)
 
 
 class CachingAllocator:
@@ -178,50 +183,13 @@ def replay(program: Program, limit: int | None = None, steps: int = 2) -> Replay
     are those of the steps after it. Steps after the second run only once the limit has forced a
     release, which rearranges the cache (fragmentation can then first bite in a later step)."""
     alloc = CachingAllocator(limit)
-    live: dict[tuple[str, int], list[Block]] = {}  # (category, bytes) -> blocks, most recent last
-
-    def run(events, repeat: int) -> None:
-        malloc, free = alloc.malloc, alloc.free
-        for _ in range(repeat):
-            for nbytes, cat, sign in events:
-                if not sign or nbytes <= 0 or cat not in GPU_CATEGORIES:  # a kernel's work, nothing, or off the GPU
-                    continue
-                key = (cat, nbytes)
-                if sign > 0:
-                    stack = live.get(key)
-                    if stack is None:
-                        stack = live[key] = []
-                    stack.append(malloc(nbytes))
-                elif live.get(key):
-                    free(live[key].pop())
-                else:
-                    _release_several(nbytes, cat)
-
-    def _release_several(nbytes: int, cat: str) -> None:
-        """One event freeing several tensors of a category: its most recent blocks, that many bytes."""
-        blocks = sorted(((b.addr, size, b) for (c, size), stack in live.items() if c == cat for b in stack), reverse=True)
-        for _, size, b in blocks:
-            if nbytes <= 0:
-                break
-            live[(cat, size)].remove(b)
-            alloc.free(b)
-            nbytes -= size
-
+    live = _LiveBlocks(alloc)
     try:
-        for seg in program.segments:
-            if seg.resident and not seg.lazy:
-                run(seg.events, seg.repeat)
-        resident = {key: len(stack) for key, stack in live.items()}
+        live.run([(seg.events, seg.repeat, True) for seg in program.segments if seg.resident and not seg.lazy], program.carries)
         for step in range(steps):
-            for seg in program.segments:
-                if seg.resident and not (seg.lazy and step == 0):
-                    continue
-                run(seg.events, seg.repeat)
-                if seg.lazy:
-                    resident.update({(cat, n): len(live[(cat, n)]) for n, cat, sign in seg.events if sign and cat in GPU_CATEGORIES})
-            for (cat, size), stack in live.items():  # what the step left dies with it
-                while cat not in program.carries and len(stack) > resident.get((cat, size), 0):
-                    alloc.free(stack.pop())
+            live.run([(seg.events, seg.repeat, seg.resident) for seg in program.segments
+                      if not seg.resident or (seg.lazy and step == 0)], program.carries)
+            live.end_step(program.carries)
             if step == 0 and steps > 1:  # a warm-up step, then reset_peak_memory_stats, as measured
                 alloc.peak_reserved, alloc.peak_allocated = alloc.reserved, alloc.allocated
             elif not alloc.pressured:
@@ -229,6 +197,94 @@ def replay(program: Program, limit: int | None = None, steps: int = 2) -> Replay
     except OutOfMemory as e:
         return Replay(False, alloc.peak_reserved, alloc.peak_allocated, e.requested)
     return Replay(True, alloc.peak_reserved, alloc.peak_allocated)
+
+
+class _LiveBlocks:
+    """The live blocks by (category, bytes), most recent last, and which event frees which."""
+
+    def __init__(self, alloc: CachingAllocator):
+        self.alloc = alloc
+        self.stacks: dict[tuple[str, int], list[Block]] = {}
+        self.requests = 0
+
+    def run(self, chunks: list[tuple[list, int, bool]], carries: tuple[str, ...] = ()) -> None:
+        """Each chunk: (events, repeat, resident); a resident chunk's blocks are held, but for the
+        categories a step carries (a decode step replaces the cache it was given)."""
+        malloc, free, stacks = self.alloc.malloc, self.alloc.free, self.stacks
+        for ci, (events, repeat, resident) in enumerate(chunks):
+            for r in range(repeat):
+                for ei, (nbytes, cat, sign) in enumerate(events):
+                    if not sign or nbytes <= 0 or cat not in GPU_CATEGORIES:  # a kernel's work, nothing, or off the GPU
+                        continue
+                    key = (cat, nbytes)
+                    stack = stacks.get(key)
+                    if sign > 0:
+                        if stack is None:
+                            stack = stacks[key] = []
+                        block = malloc(nbytes)
+                        block.held, block.serial = resident and cat not in carries, self.requests
+                        self.requests += 1
+                        stack.append(block)
+                    elif stack and not stack[-1].held:
+                        free(stack.pop())
+                    else:
+                        self._release_several(nbytes, cat, _claimed(_rest(chunks, ci, r, ei)))
+
+    def _release_several(self, nbytes: int, cat: str, claimed: dict) -> None:
+        """One event freeing several tensors (or a tensor whose block a carried one replaced): the
+        step's blocks that no later free claims (under most-recent-first, the oldest of each size),
+        its category's first and most recent first, as many as fit in its bytes; short of them, the
+        smallest block that covers the rest, the oldest of equal ones."""
+        unclaimed = []
+        for key, stack in self.stacks.items():
+            mine = [b for b in stack if not b.held]
+            unclaimed += [(key[0] != cat, -b.serial, key, b) for b in mine[:max(0, len(mine) - claimed.get(key, 0))]]
+        unclaimed.sort(key=lambda u: u[:2])
+        nbytes = rounded(nbytes)
+        for _, _, key, b in unclaimed:
+            if b.size <= nbytes:
+                nbytes -= b.size  # before the free, which may merge the block with its free neighbours
+                self._free(key, b)
+        rest = [(first, b.size, b.serial, key, b) for first, _, key, b in unclaimed if not b.free and b.size > nbytes > 0]
+        if rest:
+            *_, key, b = min(rest, key=lambda u: u[:3])
+            self._free(key, b)
+
+    def _free(self, key: tuple[str, int], block: Block) -> None:
+        self.stacks[key].remove(block)
+        self.alloc.free(block)
+
+    def end_step(self, carries: tuple[str, ...]) -> None:
+        """What the step allocated and left dies with it, but for the categories a step carries."""
+        for (cat, _), stack in self.stacks.items():
+            if cat not in carries:
+                for b in [b for b in stack if not b.held]:
+                    stack.remove(b)
+                    self.alloc.free(b)
+
+
+def _rest(chunks: list[tuple[list, int, bool]], ci: int, r: int, ei: int):
+    """The step's events after event `ei` of repetition `r` of chunk `ci`."""
+    events, repeat, _ = chunks[ci]
+    yield from events[ei + 1:]
+    for _ in range(repeat - r - 1):
+        yield from events
+    for events, repeat, _ in chunks[ci + 1:]:
+        for _ in range(repeat):
+            yield from events
+
+
+def _claimed(events) -> dict[tuple[str, int], int]:
+    """How many of the blocks live now, by (category, bytes), later frees take."""
+    level: dict[tuple[str, int], int] = {}
+    claimed: dict[tuple[str, int], int] = {}
+    for nbytes, cat, sign in events:
+        if sign and nbytes > 0 and cat in GPU_CATEGORIES:
+            key = (cat, nbytes)
+            v = level[key] = level.get(key, 0) + sign
+            if -v > claimed.get(key, 0):
+                claimed[key] = -v
+    return claimed
 
 
 def device_estimate(reserved_bytes: int, context_bytes: int = CUDA_CONTEXT_BYTES) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from .allocator import CUDA_CONTEXT_BYTES
 from .tape import CATEGORIES
 
 
@@ -27,6 +28,13 @@ class Report(BaseModel):
     seq: int
     parameters: int
     notes: list[str] = []
+
+    def fragmented(self) -> bool:
+        """It does not fit though its live tensors do, with the CUDA context, and every other tier
+        has room: the caching allocator's segments, split and cached, are what run out."""
+        gpu = self.peak["gpu"]
+        return (not self.fits and gpu.allocated_bytes + CUDA_CONTEXT_BYTES <= self.capacity_bytes["gpu"]
+                and all(h >= 0 for tier, h in self.headroom_bytes.items() if tier != "gpu"))
 
     def to_json(self, **kw) -> str:
         return self.model_dump_json(indent=kw.pop("indent", 2), **kw)
