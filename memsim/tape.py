@@ -17,6 +17,8 @@ import contextlib
 import contextvars
 from dataclasses import dataclass, field, replace
 
+from .params import cuda_rounded
+
 # Breakdown categories: the report's contract.
 WEIGHTS = "weights"
 GRADIENTS = "gradients"
@@ -199,10 +201,11 @@ class Tape:
     def release_later(self, t: T) -> int:
         """Drop a reference held by an object that dies later than this segment (a KV cache in
         training). Returns the bytes whose free is then owed to whoever ends that object's life:
-        the whole storage if that reference was the last, else 0 (a saved reference frees it)."""
+        the whole storage, in its allocator blocks (several such frees are summed into one
+        event), if that reference was the last, else 0 (a saved reference frees it)."""
         st = t.storage
         st.refs -= 1
-        return st.nbytes if st.refs == 0 and not st.external else 0
+        return cuda_rounded(st.nbytes) if st.refs == 0 and not st.external else 0
 
     # -- forward ----------------------------------------------------------------------------
     def op(self, name: str, inputs: list[T], out_nbytes: int, saves=(), recipe=None, extra_outputs=(),

@@ -244,8 +244,8 @@ def _train(cfg: StepConfig) -> Program:
         tp2.events.append((owed + scalars, KV_CACHE, -1))
     for c in head_casts:  # the autocast context exits after the outputs die
         c.release(tp2)
-    if casts_owed:
-        tp2.events.append((casts_owed, WEIGHTS, -1))
+    if casts_owed:  # the cached casts were made as activations (ops.cast)
+        tp2.events.append((casts_owed, ACTIVATIONS, -1))
     prog.add("forward", tp2.events)
     mark2 = len(tp2.events)
     seed = tp2.new("loss.grad", FP32, TEMPORARIES)
