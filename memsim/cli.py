@@ -11,6 +11,7 @@ import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .catalog import hardware_names, load_hardware, model_names, models_dir
 from .errors import InputError, existing_folder, output_file
@@ -368,15 +369,16 @@ def roofline(
         w = Workload.from_file(workload)
         check_roofline(w.hardware, w.precision.compute)
         seconds, tokens, st = predict_time(w)
-        name = escape(load_model(w.model).name)
-        t = Table(title=f"{name} · {w.task} · batch {w.batch} × seq {w.seq} on {escape(w.hardware)}: the slowest kernels")
-        for c in ("kernel", "phase", "launches", "ms", "share", "bound", "TFLOP/s", "GB/s"):
-            t.add_column(c, justify="left" if c in ("kernel", "phase", "bound") else "right")
+        title = f"{load_model(w.model).name} · {w.task} · batch {w.batch} × seq {w.seq} on {w.hardware}: the slowest kernels"
         total = sum(k.seconds for k in st.kernels) or 1.0
-        for k in st.kernels[:top]:
-            t.add_row(k.name, k.phase, f"{k.count:,}", f"{k.seconds * 1e3:,.2f}", f"{k.seconds / total:.1%}", k.bound,
-                      f"{k.flops / k.seconds / 1e12:,.0f}" if k.flops else "-", f"{k.bytes / k.seconds / 1e9:,.0f}")
-        out.print(t)
+        rows = [dict(kernel=k.name, phase=k.phase, launches=f"{k.count:,}", ms=f"{k.seconds * 1e3:,.2f}",
+                     share=f"{k.seconds / total:.1%}", bound=k.bound,
+                     tflops=f"{k.flops / k.seconds / 1e12:,.0f}" if k.flops else "-", gbs=f"{k.bytes / k.seconds / 1e9:,.0f}")
+                for k in st.kernels[:top]]
+        columns = [("kernel", "kernel", tables.NAME), ("phase", "phase", tables.NAME), ("launches", "launches", tables.NUM),
+                   ("ms", "ms", tables.NUM), ("share", "share", tables.NUM), ("bound", "bound", tables.NAME),
+                   ("tflops", "TFLOP/s", tables.NUM), ("gbs", "GB/s", tables.NUM)]
+        tables.show(out, title, columns, rows, drop=("launches", "tflops", "gbs", "phase"))
         if w.task == "generate":  # its phases follow, each with what bounds it
             out.print(f"generate: {seconds * 1e3:,.1f} ms for {w.generate} new tokens · {tokens / seconds:,.0f} tokens/s")
         else:
@@ -394,7 +396,7 @@ def roofline(
                 d = phases["decode"]
                 out.print(f"decode: {d.seconds * 1e3:,.2f} ms a step ({d.bound}-bound) · {w.batch / d.seconds:,.0f} tokens/s")
         for a in st.assumptions:
-            out.print(f"[yellow]note:[/] {a}")
+            out.print(Text.assemble(("note: ", "yellow"), a))
         if plot:
             r = Rates(load_hardware(w.hardware), load_measured(w.hardware), w.precision.compute,
                       {"train": "train", "prefill": "prefill"}.get(w.task, "decode"))
@@ -437,7 +439,7 @@ def calibrate(
             profile = update(MeasuredProfile.from_path(update_path), only, disk_folder)
             Path(out_path or update_path).write_text(profile.to_yaml())
             _show_calibration(profile)
-            out.print(f"profile: {out_path or update_path} ({', '.join(only)} measured again)")
+            out.print(f"profile: {out_path or update_path} ({', '.join(only)} measured again)", markup=False)
             return
         if base:
             load_hardware(base)  # a one-line error before minutes of benchmarks
@@ -450,7 +452,7 @@ def calibrate(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(profile.to_yaml())
         _show_calibration(profile)
-        out.print(f"profile: {path}")
+        out.print(f"profile: {path}", markup=False)
 
     _run(go)
 

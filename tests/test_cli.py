@@ -164,6 +164,17 @@ def test_fit_and_predict_at_80_columns(narrow, tmp_path, model, hardware, method
     _whole_at_80(r.output, [model, hardware])
 
 
+def test_roofline_at_80_columns_keeps_kernel_names_whole(narrow, tmp_path):
+    from memsim.predict import predict_time
+
+    f = tmp_path / "w.yaml"
+    f.write_text("model: llama-3-8b\nhardware: h200\nbatch: 2\nseq: 2048\nmethods: [activation-checkpointing]\n")
+    r = runner.invoke(app, ["roofline", str(f), "--top", "12"])
+    assert r.exit_code == 0, r.output
+    _, _, st = predict_time(Workload.from_file(f))
+    _whole_at_80(r.output, [k.name for k in st.kernels[:12]])
+
+
 def test_validate_no_run_at_80_columns_keeps_case_ids_whole(narrow):
     from memsim.validate import load_suite, read_results
 
