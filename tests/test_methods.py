@@ -99,3 +99,17 @@ def test_the_check_finds_a_method_named_in_code(tmp_path):
     planted = tmp_path / "core.py"
     planted.write_text('rank = cfg.lora_rank\nstep = "ckpt"\nif name == "activation-checkpointing": pass\n')
     assert _names_in(planted) == ['"activation-checkpointing"', "lora_rank"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"methods": [{"name": "lora", "rank": True}]}, "methods.lora.rank: True is not a whole number"),
+    ({"methods": [{"name": "lora", "rank": "8"}]}, "methods.lora.rank: '8' is not a whole number"),
+    ({"methods": [{"name": "lora", "rank": 8.0}]}, "methods.lora.rank: 8.0 is not a whole number"),
+    ({"methods": [{"name": "qlora", "double_quant": "no"}]}, "methods.qlora.double_quant: 'no' is not true or false"),
+    ({"methods": [{"name": "galore", "scale": "0.5"}]}, "methods.galore.scale: '0.5' is not a number"),
+    ({"optimizer": {"name": "adamw8bit", "paged": 1}}, "optimizer.paged: 1 is not true or false"),
+])
+def test_a_parameter_of_the_wrong_type_is_refused_not_read(spec, message):
+    """pydantic alone would read true as rank 1 and "no" as false: answers to another question."""
+    with pytest.raises(memsim.InputError, match=re.escape(message)):
+        memsim.Workload.parse(dict(model="smollm2-135m", **spec))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..errors import InputError
 from ..params import Param
@@ -22,6 +22,21 @@ from ..tape import GPU
 
 # Parts of the model outside the decoder layers whose parameters a method may freeze.
 ENDS = ("embed_tokens", "norm", "lm_head")
+
+
+def strict_scalars(cls, data):
+    """A method's or optimizer's numbers are numbers and its switches booleans: pydantic alone reads
+    `true` as rank 1 and "no" as False, answers to a question the user did not ask."""
+    if not isinstance(data, dict):
+        return data
+    for key, value in data.items():
+        field = cls.model_fields.get(key)
+        kind = getattr(field, "annotation", None)
+        if kind in (int, float) and (isinstance(value, (bool, str)) or (kind is int and isinstance(value, float))):
+            raise ValueError(f"{key}: {value!r} is not {'a whole number' if kind is int else 'a number'}")
+        if kind is bool and not isinstance(value, bool):
+            raise ValueError(f"{key}: {value!r} is not true or false")
+    return data
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,7 @@ class Method(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
+    _strict = model_validator(mode="before")(classmethod(strict_scalars))
     citation: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     kind: ClassVar[str] = "method"

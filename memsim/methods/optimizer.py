@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..params import Params, Param, cuda_rounded
 from ..tape import GPU
+from .base import strict_scalars
 
 STEP_SCALAR_BYTES = 4  # state["step"]: a float32 scalar
 SCALAR_BYTES = 4  # a 0-dim (or [1, 1]) fp32/bf16 result such as a norm; one CUDA block once rounded
@@ -70,6 +71,7 @@ class Optimizer(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
+    _strict = model_validator(mode="before")(classmethod(strict_scalars))
     impl: str = "foreach"
     kind: ClassVar[str] = "optimizer"
     citation: ClassVar[str] = ""
