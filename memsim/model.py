@@ -71,7 +71,8 @@ class ModelSpec(BaseModel):
     head_dim: int = Field(gt=0, le=MAX_SIZE)
     vocab_size: int = Field(gt=0, le=MAX_SIZE)
     tie_word_embeddings: bool = False
-    attention_bias: bool = False
+    attention_bias: bool = False  # q, k and v projections' biases
+    o_proj_bias: bool = False  # Llama's and Gemma-2's attention_bias biases o_proj too (Qwen2's does not)
     mlp_bias: bool = False
     hidden_activation: str = "silu"
     # Gemma-2: per-layer attention kind, the window of the sliding ones (tokens), logit soft-caps (None: off).
@@ -263,6 +264,7 @@ def _shape_fields(keys: _Keys, model_type: str) -> dict[str, Any]:
         tie_word_embeddings=keys.flag("tie_word_embeddings"),
         # Qwen2-MoE's q/k/v bias is its qkv_bias key (_moe_fields); Gemma-2's and Llama's attention_bias.
         attention_bias=fixed_bias if fixed_bias is not None else model_type != "qwen2_moe" and keys.flag("attention_bias", False),
+        o_proj_bias=model_type in ("llama", "gemma2") and keys.flag("attention_bias", False),
         mlp_bias=model_type == "llama" and keys.flag("mlp_bias", False),
         hidden_activation=keys.choice("hidden_act", FUSED_ACTIVATIONS, "silu") if model_type != "gemma2" else "silu",
     )

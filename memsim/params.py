@@ -106,7 +106,7 @@ def model_params(m, dtype_bytes: int) -> Params:
     layer = []
     for name, (fan_in, fan_out) in linear_shapes(m).items():
         layer.append(Param(fan_out, fan_in, dtype_bytes, name))
-        if m.attention_bias and name in ("q_proj", "k_proj", "v_proj"):
+        if (m.attention_bias and name in ("q_proj", "k_proj", "v_proj")) or (m.o_proj_bias and name == "o_proj"):
             layer.append(Param(fan_out, 0, dtype_bytes, name.replace("proj", "bias")))
     if m.num_experts:
         layer += moe_params(m, dtype_bytes)

@@ -142,6 +142,19 @@ def test_keys_left_out_take_what_transformers_builds(model_type):
     assert any("intermediate_size=" in n and "defaults" in n for n in notes), notes
 
 
+@pytest.mark.parametrize("model_type", TYPES)
+def test_attention_bias_biases_what_transformers_biases(model_type):
+    """attention_bias: Llama and Gemma-2 bias q, k, v and o; Qwen2 q, k and v whatever the key;
+    Mistral none: memsim's parameter count is transformers' for each."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = dict(model_type=model_type, hidden_size=128, num_hidden_layers=1, num_attention_heads=8, num_key_value_heads=4,
+               vocab_size=64, attention_bias=True, intermediate_size=256)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**cfg))
+    assert ModelSpec.from_config(cfg).param_count() == sum(p.numel() for p in model.parameters())
+
+
 def test_workload_raises_memsims_one_line_error_with_pydantics_detail():
     from pydantic import ValidationError
 

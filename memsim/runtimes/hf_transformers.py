@@ -94,6 +94,7 @@ class LayerWeights:
     q_bias: T | None = None
     k_bias: T | None = None
     v_bias: T | None = None
+    o_bias: T | None = None
     moe: object | None = None  # hf_moe.MoeWeights: a sparse MoE block in place of the MLP
 
 
@@ -112,6 +113,8 @@ def layer_weights(tp: Tape, sh: Shapes, trainable: bool) -> LayerWeights:
     )
     if m.attention_bias:
         lw.q_bias, lw.k_bias, lw.v_bias = w("q_bias", m.q_dim), w("k_bias", m.kv_dim), w("v_bias", m.kv_dim)
+    if m.o_proj_bias:
+        lw.o_bias = w("o_bias", d)
     return lw
 
 
@@ -178,7 +181,7 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
     else:
         out, weights = sdpa_attention(tp, sh, qe, kc, vc), None
     tp.drop(qe, kc, vc)
-    o = ops.linear(tp, "o_proj", out, w.o, sh.act(m.hidden_size))
+    o = ops.linear(tp, "o_proj", out, w.o, sh.act(m.hidden_size), w.o_bias)
     tp.drop(out)
     return o, weights
 
