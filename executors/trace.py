@@ -20,6 +20,7 @@ from .cuda_grouped_mm import cuda_grouped_mm
 from . import protocol
 from .cuda_semantics import CudaAutocastCheck, cuda_dispatch
 from .storage_tracker import StorageTracker
+from memsim.errors import InputError
 from memsim.runtimes.torch_cuda import DEFAULT_SM
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,7 +38,11 @@ def hf_config(config: dict, attention: str):
     from transformers import AutoConfig
 
     cfg = {k: v for k, v in config.items() if not k.startswith("_")}
-    c = AutoConfig.for_model(**cfg)
+    try:
+        c = AutoConfig.for_model(**cfg)
+    except Exception as e:  # a key memsim does not read that transformers refuses (its config classes raise their own kinds)
+        detail = " ".join(str(e).split())
+        raise InputError(f"model config: transformers refuses it: {detail}") from None
     c._attn_implementation = attention
     return c
 

@@ -108,6 +108,8 @@ def _show(report: Report, largest: dict[str, Boundary] | None = None) -> None:
     out.print(bd)
     for field, b in (largest or {}).items():  # every value up to it fits; over it, the replay's other verdicts
         out.print(f"largest {field} that fits: [bold]{b.largest}[/]" + (f" ({b.sentence()})" if b.sentence() else ""))
+    for note in report.notes:  # defaults filled for keys a config left out, and the like
+        out.print(Text.assemble(("note: ", "yellow"), note))
 
 
 def _run(fn):

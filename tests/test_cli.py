@@ -195,3 +195,20 @@ def test_calibration_table_at_80_columns(narrow, capsys):
     for profile in profiles:
         cli._show_calibration(profile)
     _whole_at_80(capsys.readouterr().out, [p.name for p in profiles] + ["host to device, pageable"])
+
+
+def test_fit_says_which_defaults_it_filled(tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(dict(model_type="llama", hidden_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=64)))
+    r = runner.invoke(app, ["fit", str(cfg), "-H", "8GiB", "--no-solve"])
+    assert r.exit_code == 0, r.output
+    assert "note:" in r.output and "intermediate_size=11008" in " ".join(r.output.split())
+
+
+def test_trace_refuses_a_key_transformers_refuses_in_one_line(tmp_path):
+    pytest.importorskip("transformers")
+    f = tmp_path / "w.yaml"
+    f.write_text("model: {model_type: llama, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 1, num_attention_heads: 4,"
+                 " num_key_value_heads: 2, vocab_size: 128, rms_norm_eps: x}\nseq: 16\nhardware: 8GiB\n")
+    r = runner.invoke(app, ["trace", str(f)])
+    assert r.exit_code == 2 and "rms_norm_eps" in r.output and "Traceback" not in r.output, r.output
