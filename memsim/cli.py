@@ -10,17 +10,15 @@ import typer
 import typer.core
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
-from .catalog import hardware_names, load_hardware, model_names, models_dir
+from .catalog import hardware_names, load_hardware
 from .errors import InputError, existing_folder, output_file
-from .fit import FIELDS, Boundary, boundary
+from .fit import FIELDS, boundary
 from .predict import predict
-from .report import Report
-from .tape import CATEGORIES
 from .methods import METHODS, catalog
 from .workload import Workload
+from . import cli_views as views
 from . import tables
 
 
@@ -51,10 +49,6 @@ DEFAULT_MODEL = "tinyllama-1.1b"
 DEFAULT_HARDWARE = "rtx-4090"
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:,.2f} GiB" if abs(n) >= 2**30 else f"{n / 2**20:,.1f} MiB"
-
-
 def _parse_method(text: str):
     """'NAME' or 'NAME:key=value,key=a+b' ('+' joins a list parameter's items), e.g.
     'lora:rank=16,targets=q_proj+v_proj' or 'activation-checkpointing:every=2'."""
@@ -81,35 +75,6 @@ def _scalar(v: str):
         except ValueError:
             pass
     return v
-
-
-def _show(report: Report, largest: dict[str, Boundary] | None = None) -> None:
-    verdict = "[bold green]fits[/]" if report.fits else "[bold red]does not fit[/]"
-    if report.fragmented():
-        verdict += " (its tensors fit; the allocator runs out of memory by fragmentation)"
-    out.print(f"{escape(report.model)} · {report.task} · batch {report.batch} × seq {report.seq} on {escape(report.hardware)}: {verdict}")
-    tiers = Table(title="Peak memory per tier")
-    for col in ("tier", "allocated", "reserved", "device (est.)", "capacity", "headroom"):
-        tiers.add_column(col, justify="right" if col != "tier" else "left")
-    for tier, p in report.peak.items():
-        capacity, headroom = report.capacity_bytes.get(tier), report.headroom_bytes.get(tier)  # a host not given: unknown
-        tiers.add_row(tier, _gib(p.allocated_bytes), _gib(p.reserved_bytes), _gib(p.device_bytes),
-                      "-" if capacity is None else _gib(capacity), "-" if headroom is None else _gib(headroom))
-    out.print(tiers)
-    total = sum(report.breakdown_bytes.values()) or 1
-    bd = Table(title=f"Breakdown at the peak ({report.phase_at_peak})")
-    bd.add_column("category")
-    bd.add_column("GiB", justify="right")
-    bd.add_column("share", justify="right")
-    for c in CATEGORIES:
-        n = report.breakdown_bytes.get(c, 0)
-        if n:
-            bd.add_row(c, f"{n / 2**30:,.3f}", f"{n / total:.1%}")
-    out.print(bd)
-    for field, b in (largest or {}).items():  # every value up to it fits; over it, the replay's other verdicts
-        out.print(f"largest {field} that fits: [bold]{b.largest}[/]" + (f" ({b.sentence()})" if b.sentence() else ""))
-    for note in report.notes:  # defaults filled for keys a config left out, and the like
-        out.print(Text.assemble(("note: ", "yellow"), note))
 
 
 def _run(fn):
@@ -166,7 +131,7 @@ def fit(
 
             out.print_json(_json.dumps(data))
         else:
-            _show(report, largest)
+            views.fit_report(out, report, largest)
         return report
 
     _run(go)
@@ -184,7 +149,7 @@ def predict_cmd(
         if json:
             sys.stdout.write(report.to_json() + "\n")
         else:
-            _show(report)
+            views.fit_report(out, report)
 
     _run(go)
 
@@ -204,16 +169,16 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods |
 
     def go():
         if what == "models":
-            _show_models()
+            views.models(out)
         elif what == "hardware":
-            rows = [dict(name=name, device=h.display_name, memory=_gib(h.capacity_bytes), profile=h.profile)
+            rows = [dict(name=name, device=h.display_name, memory=views.gib(h.capacity_bytes), profile=h.profile)
                     for name, h in ((n, load_hardware(n)) for n in hardware_names())]
             tables.show(out, "Hardware (hardware/)", [("name", "name", tables.NAME), ("device", "device", tables.TEXT),
                         ("memory", "memory", tables.NUM), ("profile", "profile", tables.NAME)], rows, drop=("profile",))
         elif what == "methods" and as_json:
             print(json.dumps(catalog(), indent=2, default=list))
         elif what == "methods":
-            _show_methods()
+            views.methods(out)
         elif what in PARTS:
             from .catalog import catalog_table
 
@@ -230,35 +195,6 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods |
             raise InputError(f"list: '{what}' is not one of models, hardware, methods, {', '.join(PARTS)}")
 
     _run(go)
-
-
-def _show_models() -> None:
-    from .catalog import load_model
-
-    rows = []
-    for name in model_names():
-        try:
-            m = load_model(name)
-        except InputError:  # in the catalog, not modeled yet: listed as such
-            kind = json.loads((models_dir() / f"{name}.json").read_text()).get("model_type", "?")
-            rows.append(dict(name=name, type=str(kind), params="not modeled yet"))
-            continue
-        kind = m.model_type + (f" (MoE {m.experts_per_token}/{m.num_experts})" if m.is_moe else "")
-        rows.append(dict(name=name, type=kind, params=f"{m.param_count() / 1e9:.2f}B", layers=str(m.num_layers),
-                         hidden=str(m.hidden_size), heads=f"{m.num_heads}/{m.num_kv_heads}", vocab=str(m.vocab_size)))
-    columns = [("name", "name", tables.NAME), ("type", "type", tables.TEXT), ("params", "params", tables.NUM),
-               ("layers", "layers", tables.NUM), ("hidden", "hidden", tables.NUM), ("heads", "heads\nq/kv", tables.NUM),
-               ("vocab", "vocab", tables.NUM)]
-    tables.show(out, "Models (data/models)", columns, rows, drop=("vocab", "hidden", "layers"))
-
-
-def _show_methods() -> None:
-    rows = [dict(name=d["name"], kind=d["kind"], summary=d["summary"], citation=d["citation"],
-                 params=", ".join(f"{k}={tables.cell(v['default'])}" for k, v in d["parameters"].items())) for d in catalog()]
-    columns = [("name", "name", tables.NAME), ("kind", "kind", tables.NAME), ("params", "parameters", tables.TEXT),
-               ("summary", "what it does", tables.TEXT), ("citation", "source", tables.TEXT)]
-    tables.show(out, "Methods (methods: [...]) and optimizers (optimizer: {name: ...})", columns, rows,
-                drop=("citation",), more="a wider terminal or memsim list methods --json shows them")
 
 
 @app.command()
@@ -281,7 +217,7 @@ def trace(
         from .runtimes.hf_steps import build_program
 
         tensors_only = simulate(build_program(step_config(w)), exclude=("workspace",)).bytes
-        row = dict(analytic=_gib(tensors_only), traced=_gib(result.peak_bytes), seconds=f"{result.seconds:.1f} s",
+        row = dict(analytic=views.gib(tensors_only), traced=views.gib(result.peak_bytes), seconds=f"{result.seconds:.1f} s",
                    error=f"{(tensors_only - result.peak_bytes) / result.peak_bytes:+.2%}")
         tables.show(out, f"{report.model} {report.task}: analytic vs traced (tensor bytes, no kernel workspaces)",
                     [(k, h, tables.NUM) for k, h in (("analytic", "analytic"), ("traced", "traced"), ("error", "error"),
@@ -335,7 +271,7 @@ def validate(
         df = v.comparison(cases, done)
         write = not no_run or results is not None  # --no-run writes beside --out only (and the plot where --plot says)
         table = path.with_name(f"{path.stem}-compare.csv")
-        _show_validation(df, v.summary(df), path, f"{table} has every column" if write else "a wider terminal shows them")
+        views.validation(out, df, v.summary(df), path, f"{table} has every column" if write else "a wider terminal shows them")
         if len(df) and write:
             df.to_csv(table, index=False)
             out.print(escape(f"table: {table}"))
@@ -440,7 +376,7 @@ def calibrate(
                 raise InputError(f"--only: give sections to measure again from {', '.join(SECTIONS)}" + (f" (not {', '.join(bad)})" if bad else ""))
             profile = update(MeasuredProfile.from_path(update_path), only, disk_folder)
             Path(out_path or update_path).write_text(profile.to_yaml())
-            _show_calibration(profile)
+            views.calibration(out, profile)
             out.print(f"profile: {out_path or update_path} ({', '.join(only)} measured again)", markup=False)
             return
         if base:
@@ -453,37 +389,10 @@ def calibrate(
         path = Path(out_path or f"hardware/measured/{profile.name}.yaml")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(profile.to_yaml())
-        _show_calibration(profile)
+        views.calibration(out, profile)
         out.print(f"profile: {path}", markup=False)
 
     _run(go)
-
-
-def _show_calibration(profile) -> None:
-    from .calibration import link_fit
-
-    best = {}
-    for p in profile.matmul:
-        best[p.dtype] = max(best.get(p.dtype, 0), p.flops_per_s)
-    t = Table(title=f"{profile.name} ({profile.provenance.device}, {profile.provenance.date})")
-    t.add_column("measure")
-    t.add_column("value", justify="right")
-    for dtype, f in best.items():
-        t.add_row(f"matmul {dtype}, best shape", f"{f / 1e12:,.0f} TFLOP/s")
-    if profile.device_copy:
-        t.add_row("device copy, largest", f"{profile.device_copy[-1].bytes_per_s / 1e9:,.0f} GB/s")
-    for direction in ("host_to_device", "device_to_host"):
-        for pinned in (True, False):
-            pts = [(p.bytes, p.seconds) for p in profile.transfer if p.direction == direction and p.pinned == pinned]
-            if len(pts) > 1:
-                lat, bw = link_fit(pts)
-                t.add_row(f"{direction.replace('_', ' ')}, {'pinned' if pinned else 'pageable'}",
-                          f"{bw / 1e9:,.1f} GB/s + {lat * 1e6:,.0f} µs")
-    for op in ("write", "read"):
-        pts = [p for p in profile.disk if p.op == op]
-        if pts:
-            t.add_row(f"disk {op}, largest", f"{pts[-1].bytes_per_s / 1e9:,.2f} GB/s")
-    out.print(t)
 
 
 def _run_cases(v, spec, cases, path, device, failed):
@@ -515,27 +424,6 @@ def _run_stoppable(v, spec, cases, path, device, failed):
         err.print(f"validate: stopped by {by}; the results that landed are in {path}, and the same command resumes",
                   markup=False, highlight=False)
         raise typer.Exit(143 if by == "SIGTERM" else 130)
-
-
-def _pct(error: float) -> str:
-    return f"{error:+.2%}" if error == error else "-"  # NaN: the case did not run to the end
-
-
-def _show_validation(df, summary, path, more: str) -> None:
-    columns = [("case", "case", tables.NAME), ("fits", "fits", tables.NAME), ("alloc_pred", "alloc\npred", tables.NUM),
-               ("alloc_meas", "alloc\nmeas", tables.NUM), ("alloc_err", "alloc\nerror", tables.NUM),
-               ("resv_err", "resv\nerror", tables.NUM), ("dev_err", "device\nerror", tables.NUM),
-               ("step_ms", "step\nms", tables.NUM), ("step_err", "step\nerror", tables.NUM)]
-    rows = [dict(case=r.case, fits=f"{'yes' if r.predicted_fits else 'no'}/{'yes' if r.measured_fits else 'no'}",
-                 alloc_pred=_gib(r.predicted_allocated), alloc_meas=_gib(r.measured_allocated), alloc_err=_pct(r.error_allocated),
-                 resv_err=_pct(r.error_reserved), dev_err=_pct(r.error_device), step_err=_pct(r.error_step),
-                 step_ms=f"{r.step_time_s * 1e3:,.1f}" if r.step_time_s else "-") for r in df.itertuples()]
-    tables.show(out, f"predicted vs measured ({path})", columns, rows, more=more,
-                drop=("dev_err", "alloc_meas", "alloc_pred", "step_ms", "resv_err"),
-                caption="fits: predicted/measured; error: (predicted - measured) / measured")
-    for k, s in summary.items():
-        if s["cases"]:
-            out.print(f"{k}: median |error| {s['median']:.2%}, max {s['max']:.2%} over {s['cases']} cases", markup=False)
 
 
 def main():

@@ -193,7 +193,7 @@ def test_calibration_table_at_80_columns(narrow, capsys):
 
     profiles = [MeasuredProfile.from_path(p) for p in sorted((Path(__file__).parent.parent / "hardware/measured").glob("*.yaml"))]
     for profile in profiles:
-        cli._show_calibration(profile)
+        cli.views.calibration(cli.out, profile)
     _whole_at_80(capsys.readouterr().out, [p.name for p in profiles] + ["host to device, pageable"])
 
 
