@@ -55,15 +55,21 @@ def provenance(cuda: bool, emulated_capacity_bytes: int = 0) -> Provenance:
                       **common)
 
 
-# The libraries the methods run (pyproject's `methods` extra) and the kernels' compiler.
-METHOD_LIBRARIES = ("bitsandbytes", "torchao", "galore-torch", "apollo-torch", "liger-kernel", "cut-cross-entropy", "triton")
+# The extras that name the methods' libraries (pyproject.toml), and the fused losses' compiler.
+METHOD_EXTRAS = ("methods", "fused-loss")
 
 
 def _library_versions() -> dict[str, str]:
+    """{distribution: version} of each methods' library importable here, as memsim's extras list them."""
     from importlib import metadata
 
+    names = ["triton"]
+    for requirement in metadata.requires("memsim") or ():
+        spec, _, marker = requirement.partition(";")
+        if any(f'extra == "{extra}"' in marker for extra in METHOD_EXTRAS):
+            names.insert(-1, re.split(r"[<>=!~;\[ ]", spec.strip(), maxsplit=1)[0])
     found = {}
-    for name in METHOD_LIBRARIES:
+    for name in names:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

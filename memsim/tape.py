@@ -198,6 +198,11 @@ class Tape:
             if st.refs == 0 and not st.external:
                 self.events.append((st.nbytes, st.category, -1))
 
+    def transient(self, nbytes: int, category: str = TEMPORARIES) -> None:
+        """A tensor allocated and freed before anything else is (a kernel's scratch, a temporary
+        of an expression)."""
+        self.events += [(nbytes, category, 1), (nbytes, category, -1)]
+
     def release_later(self, t: T) -> int:
         """Drop a reference held by an object that dies later than this segment (a KV cache in
         training). Returns the bytes whose free is then owed to whoever ends that object's life:
@@ -316,7 +321,7 @@ class Tape:
                         (leaf_grads if x.leaf else produced).append((x, self._hold(node.saved[step[2]])))
                     continue
                 if kind == "transient":  # made and freed before the node's next allocation
-                    self.events += [(step[1], TEMPORARIES, 1), (step[1], TEMPORARIES, -1)]
+                    self.transient(step[1])
                     continue
                 x = node.inputs[step[1]]
                 if not x.requires_grad:

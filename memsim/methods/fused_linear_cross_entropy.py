@@ -104,7 +104,7 @@ def _liger(tp: Tape, sh, hidden: T, head_w: T):
     per_token = [tp.new("flce.loss_1d", tokens * FP32), tp.new("flce.target_mask", tokens)]
     logits = tp.new("flce.logits_chunk", liger_chunk(tokens, hdim, vocab) * vocab * act, TEMPORARIES)
     if head_w.requires_grad and act == FP32:  # grad_weight += mm(grad_logits.t(), x).float(), a chunk at a time
-        tp.events += [(vocab * hdim * FP32, TEMPORARIES, 1), (vocab * hdim * FP32, TEMPORARIES, -1)]
+        tp.transient(vocab * hdim * FP32)
     cost = _matmul_work(tp, "flce", tokens, hdim, vocab, 3 if head_w.requires_grad else 2, act)  # logits, then the gradients
     tp.drop(logits)
     loss = tp.new("flce.loss", FP32)

@@ -96,8 +96,17 @@ class LoraWeight(T):
         return [self.base, self.a, self.b]
 
     def forward(self, tp: Tape, name: str, x: T, out_nbytes: int, bias: T | None) -> T:
-        tokens = out_nbytes // (self.fan_out * self.dtype_bytes)
         result = ops.linear(tp, name, x, self.base, out_nbytes, bias)
+        scaled = self.adapter(tp, name, x, out_nbytes // (self.fan_out * self.dtype_bytes))
+        summed = ops.add(tp, f"{name}.lora_add", result, scaled, scaled.nbytes)  # promoted to fp32
+        tp.drop(result, scaled)
+        out = ops.cast(tp, f"{name}.lora_out", summed, out_nbytes)
+        tp.drop(summed)
+        return out
+
+
+    def adapter(self, tp: Tape, name: str, x: T, tokens: int) -> T:
+        """lora_B(lora_A(x.to(fp32))) * scaling, in the adapters' output dtype."""
         xa = ops.cast(tp, f"{name}.lora_x", x, tokens * self.fan_in * ADAPTER_BYTES)
         h = ops.linear(tp, f"{name}.lora_A", xa, self.a, tokens * self.rank * self.compute_bytes, dtype_bytes=self.compute_bytes)
         tp.drop(xa)
@@ -105,11 +114,7 @@ class LoraWeight(T):
         tp.drop(h)
         scaled = ops.scale(tp, f"{name}.lora_scaling", y)
         tp.drop(y)
-        summed = ops.add(tp, f"{name}.lora_add", result, scaled, scaled.nbytes)  # promoted to fp32
-        tp.drop(result, scaled)
-        out = ops.cast(tp, f"{name}.lora_out", summed, out_nbytes)
-        tp.drop(summed)
-        return out
+        return scaled
 
 
 def _peft_model(model, config):

@@ -115,7 +115,8 @@ class Optimizer(BaseModel):
 
     def param_step_bytes(self, p: Param) -> int:
         """Temporaries of a step over parameter `p` alone (an optimizer of its own)."""
-        return self.step_memory(Params((p,), (), 0)).temp_bytes or 0
+        step = self.step_memory(Params((p,), (), 0))
+        return p.nbytes if step.temp_per_param else step.temp_bytes
 
     def traffic_step(self, params: Params, accesses: int, kernels: int) -> list[StepKernels]:
         """A step moving `accesses` parameter-sized tensors with `kernels` kernels a parameter (a

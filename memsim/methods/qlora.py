@@ -24,25 +24,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
-
 from .. import ops
 from ..dtypes import Blockwise4bit
 from ..errors import InputError
-from ..params import PROJECTIONS, Param, linear_shapes
+from ..params import PROJECTIONS, Param
 from ..tape import WORKSPACE, T, Tape
-from .base import LinearSite, Method
-from .lora import DEFAULT_TARGETS, Lora, LoraWeight
-from .low_rank import valid_targets
+from .base import LinearSite
+from .lora import Lora, LoraWeight
 
 # gemm_4bit: at most this many rows take bitsandbytes' fused kernel whatever the GPU (_GEMM_4BIT_CUSTOM_FLOOR_M).
 FUSED_MAX_ROWS = 4
 
 
 class QLoRA(Lora):
-    name: Literal["qlora"] = "qlora"
-    rank: int = Field(8, ge=1)
-    targets: tuple[str, ...] = DEFAULT_TARGETS
+    name: Literal["qlora"] = "qlora"  # rank and targets as Lora's
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
     compute_dtype: Literal["bf16", "fp16"] = "bf16"
@@ -53,8 +48,6 @@ class QLoRA(Lora):
     host_step = ""
     host_methods = ()
     conflicts = ("lisa", "lora", "galore", "apollo", "apollo-mini", "mezo")
-
-    _targets = field_validator("targets")(lambda cls, v: valid_targets(v))
 
     @property
     def format(self) -> Blockwise4bit:
@@ -133,17 +126,10 @@ class Qlora4bitWeight(LoraWeight):
         self.base = base
 
     def forward(self, tp: Tape, name: str, x: T, out_nbytes: int, bias: T | None) -> T:
-        tokens = out_nbytes // (self.fan_out * self.dtype_bytes)
         base = self.base.forward(tp, name, x, out_nbytes, bias)
         result = ops.copy(tp, f"{name}.clone", base)  # "defensively clone"
         tp.drop(base)
-        xa = ops.cast(tp, f"{name}.lora_x", x, tokens * self.fan_in * 4)
-        h = ops.linear(tp, f"{name}.lora_A", xa, self.a, tokens * self.rank * 4, dtype_bytes=4)
-        tp.drop(xa)
-        y = ops.linear(tp, f"{name}.lora_B", h, self.b, tokens * self.fan_out * 4, dtype_bytes=4)
-        tp.drop(h)
-        scaled = ops.scale(tp, f"{name}.lora_scaling", y)
-        tp.drop(y)
+        scaled = self.adapter(tp, name, x, out_nbytes // (self.fan_out * self.dtype_bytes))
         back = ops.cast(tp, f"{name}.lora_out", scaled, out_nbytes)
         tp.drop(scaled)
         out = ops.add(tp, f"{name}.lora_add", result, back)

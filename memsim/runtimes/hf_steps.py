@@ -299,8 +299,8 @@ def _step_in_backward(cfg: StepConfig):
 
     def step(tp: Tape, leaf: T, grad_bytes: int) -> None:
         p = by_name.get(leaf.name) or Param(leaf.nbytes // cfg.param_bytes, 0, cfg.param_bytes, leaf.name)
-        temp = opt.param_step_bytes(p)
-        tp.events += [(temp, TEMPORARIES, 1), (temp, TEMPORARIES, -1), (grad_bytes, GRADIENTS, -1)]
+        tp.transient(opt.param_step_bytes(p))
+        tp.events.append((grad_bytes, GRADIENTS, -1))
 
     return step
 
