@@ -30,7 +30,7 @@ def simulate(program: Program, exclude: tuple[str, ...] = (), rounding=cuda_roun
         run = dict.fromkeys(CATEGORIES, 0)
         run_total = 0
         seg_max, seg_at = 0, dict(run)
-        for nbytes, event_cat, sign in seg.events:
+        for nbytes, event_cat, sign, *_ in seg.events:
             cat = counted.get(event_cat)
             if not sign or cat is None:  # a kernel's work (OpCost), another tier, or left out
                 continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 from dataclasses import dataclass, field, replace
 
 from .params import cuda_rounded
@@ -38,7 +39,9 @@ def on_tier(category: str, tier: str) -> str:
     """The event category of a `category` tensor held on `tier`."""
     return category if tier == GPU else f"{tier}:{category}"
 
-Event = tuple[int, str, int]  # (bytes, category, +1 alloc / -1 free); a kernel's work: (OpCost, COST, 0)
+# (bytes, category, +1 alloc / -1 free[, storage]); a kernel's work: (OpCost, COST, 0). The storage,
+# where the tape knows it, lets the allocator replay free the very block a tensor was given.
+Event = tuple
 COST = "op"  # the category of a cost event; memory walks skip events whose sign is 0
 _RECORD_COSTS = contextvars.ContextVar("memsim_record_costs", default=False)
 
@@ -116,12 +119,16 @@ def memory_layout(kind: str, in_bytes: list[int], out_bytes: int) -> str:
     return "contiguous"
 
 
+_STORAGE_KEYS = itertools.count(1)
+
+
 @dataclass(eq=False)
 class Storage:
     nbytes: int
     category: str
     refs: int = 0
     external: bool = False  # allocated and freed outside this tape (weights, a previous segment)
+    key: int = field(default_factory=lambda: next(_STORAGE_KEYS))  # names it in its events
 
 
 @dataclass(eq=False)
@@ -173,7 +180,7 @@ class Tape:
     def new(self, name: str, nbytes: int, category: str = ACTIVATIONS) -> T:
         """Allocate a tensor the caller holds one reference to."""
         st = Storage(int(nbytes), category, refs=1)
-        self.events.append((st.nbytes, category, 1))
+        self.events.append((st.nbytes, category, 1, st.key))
         return T(name, st)
 
     def external(self, name: str, nbytes: int, category: str = ACTIVATIONS, requires_grad=False, leaf=False) -> T:
@@ -196,7 +203,7 @@ class Tape:
             st = t.storage
             st.refs -= 1
             if st.refs == 0 and not st.external:
-                self.events.append((st.nbytes, st.category, -1))
+                self.events.append((st.nbytes, st.category, -1, st.key))
 
     def transient(self, nbytes: int, category: str = TEMPORARIES) -> None:
         """A tensor allocated and freed before anything else is (a kernel's scratch, a temporary

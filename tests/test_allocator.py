@@ -8,6 +8,7 @@ import pytest
 from memsim.allocator import MIB, CachingAllocator, OutOfMemory, replay
 from memsim.program import Program
 from memsim.simulator import simulate
+from memsim.tape import Tape
 
 
 def test_small_requests_share_a_2_mib_segment():
@@ -64,6 +65,30 @@ def test_replay_frees_by_size_and_category_and_reports_the_failing_request():
     assert r.fits and r.peak_reserved == 110 * MIB and r.peak_allocated == 80 * MIB
     tight = replay(p, limit=70 * MIB, steps=1)
     assert not tight.fits and tight.requested == 50 * MIB
+
+
+def test_a_free_that_names_its_storage_frees_that_block():
+    """Two 8 MiB tensors share a 20 MiB segment; the older is freed first. Its own block comes free,
+    which leaves two gaps (8 and 4 MiB) too small for 12 MiB: a new segment. Freeing the most
+    recent instead would merge it with the 4 MiB tail into a 12 MiB gap that holds the request."""
+    def program(named: bool) -> Program:
+        a, b = ((1,), (2,)) if named else ((), ())
+        p = Program()
+        p.add("forward", [(8 * MIB, "activations", 1, *a), (8 * MIB, "activations", 1, *b), (8 * MIB, "activations", -1, *a),
+                          (12 * MIB, "temporaries", 1), (12 * MIB, "temporaries", -1), (8 * MIB, "activations", -1, *b)])
+        return p
+
+    assert replay(program(named=True), steps=1).peak_reserved == 20 * MIB + 12 * MIB
+    assert replay(program(named=False), steps=1).peak_reserved == 20 * MIB
+
+
+def test_tape_events_name_their_storage():
+    tp = Tape()
+    x = tp.new("x", 100)
+    y = tp.new("y", 100)
+    tp.drop(x, y)
+    assert [e[2:] for e in tp.events] == [(1, x.storage.key), (1, y.storage.key), (-1, x.storage.key), (-1, y.storage.key)]
+    assert x.storage.key != y.storage.key
 
 
 def test_a_steps_free_never_takes_a_resident_block():

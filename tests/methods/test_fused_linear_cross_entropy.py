@@ -12,7 +12,7 @@ QWEN = dict(model="qwen2.5-0.5b", hardware="h200", batch=4, seq=1024, optimizer=
 
 def _largest_allocation(workload: dict) -> int:
     program = build_program(step_config(memsim.Workload.parse(workload)))
-    return max(n for seg in program.segments if not seg.resident for n, _, sign in seg.events if sign > 0)
+    return max(n for seg in program.segments if not seg.resident for n, _, sign, *_ in seg.events if sign > 0)
 
 
 @pytest.mark.parametrize("impl", ["liger", "cce"])

@@ -1,0 +1,55 @@
+"""Torch's own recorded allocator history, replayed through memsim's CachingAllocator.
+
+A history is what torch.cuda.memory._record_memory_history keeps (its snapshot's device trace),
+reduced to (action, address, bytes) for the actions that change the pools: alloc, free_completed,
+segment_alloc, segment_free and oom (the request that failed). Each free returns the very block its
+address was given, so what is tested is the allocator model alone, not the Program's order:
+whether it makes the same segments, reaches the same peak and runs out where torch did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .allocator import CachingAllocator, OutOfMemory
+
+ACTIONS = ("alloc", "free_completed", "segment_alloc", "segment_free", "oom")
+
+
+@dataclass
+class HistoryReplay:
+    fits: bool  # False: the allocator ran out (torch's verdict is whether the history has an oom)
+    torch_fits: bool
+    peak_reserved: int
+    segments: list[int] = field(default_factory=list)  # the allocator's new segments, in order
+    torch_segments: list[int] = field(default_factory=list)  # torch's segment_alloc sizes, in order
+
+    @property
+    def agrees(self) -> bool:
+        return self.fits == self.torch_fits and self.segments == self.torch_segments
+
+
+def replay_history(events: list, limit: int | None) -> HistoryReplay:
+    """Each recorded request through the allocator under `limit`, up to the end or to torch's oom
+    (which is tried too)."""
+    alloc, blocks = CachingAllocator(limit), {}
+    ours: list[int] = []
+    theirs = [size for action, _, size in events if action == "segment_alloc"]
+    torch_fits = not any(action == "oom" for action, _, _ in events)
+    for action, addr, size in events:
+        if action in ("alloc", "oom"):
+            lowest = alloc.next_addr  # a new segment is placed below the others: its size is the step down
+            try:
+                block = alloc.malloc(size)
+            except OutOfMemory:
+                return HistoryReplay(False, torch_fits, alloc.peak_reserved, ours, theirs[:len(ours)])
+            if alloc.next_addr != lowest:
+                ours.append(lowest - alloc.next_addr)
+            if action == "oom":
+                return HistoryReplay(True, torch_fits, alloc.peak_reserved, ours, theirs[:len(ours)])
+            blocks[addr] = block
+        elif action == "free_completed" and addr in blocks:
+            alloc.free(blocks.pop(addr))
+        elif action == "segment_free":
+            alloc.release_cached()  # torch frees segments only by releasing every free one
+    return HistoryReplay(True, torch_fits, alloc.peak_reserved, ours, theirs)
