@@ -7,8 +7,8 @@ from .catalog import load_hardware, load_model
 from .errors import InputError
 from .methods import Methods
 from .report import Report, TierPeak
-from .tape import CPU, MANAGED
-from .tiers import load_host_capacity, tier_peaks
+from .tape import MANAGED
+from .tiers import tier_capacities, tier_peaks
 from .runtimes.hf_steps import StepConfig, build_program
 from .simulator import Peak, simulate
 from .workload import DTYPE_BYTES, Workload
@@ -93,14 +93,9 @@ def predict(workload: Workload | dict) -> Report:
     others = tier_peaks(program, _tiers(cfg))
     # CUDA managed memory (a paged optimizer's state) is on the device while the step uses it.
     device = device_estimate(reserved) + (others[MANAGED].device_bytes if MANAGED in others else 0)
-    capacities, notes = {"gpu": capacity}, list(cfg.model.notes)  # the config keys its class's defaults filled
-    if CPU in others:
-        host = load_host_capacity(w.host, hw)
-        if host is None:
-            notes.append("cpu: no host named (host: a CPU host of memsim list cpu, or a capacity): its capacity is not checked")
-        else:
-            capacities[CPU] = host
-            fits = fits and others[CPU].reserved_bytes <= host
+    beyond, tier_notes = tier_capacities(others, w.host, hw)
+    capacities, notes = {"gpu": capacity, **beyond}, list(cfg.model.notes) + tier_notes  # notes: defaults filled, capacities unknown
+    fits = fits and all(others[t].reserved_bytes <= c for t, c in beyond.items())
     return Report(
         fits=fits,
         peak={"gpu": TierPeak(allocated_bytes=peak.bytes, reserved_bytes=reserved, device_bytes=device), **others},

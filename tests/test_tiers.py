@@ -57,3 +57,19 @@ def test_host_capacity_reads_a_size_a_host_or_the_gpus_machine():
 
 def test_optimizer_state_categories_name_their_tier():
     assert on_tier(OPTIMIZER, "gpu") == OPTIMIZER and on_tier(OPTIMIZER, "managed") == "managed:optimizer_state"
+
+
+def test_nvme_files_count_their_bytes_against_the_machines_ssd():
+    from memsim.tape import NVME
+    from memsim.tiers import load_ssd_capacity, tier_capacities, tier_peaks
+
+    prog = Program()
+    nvme = on_tier(OPTIMIZER, NVME)
+    prog.add("optimizer", [(3000, nvme, 1), (5000, nvme, 1), (3000, nvme, -1), (1000, nvme, 1)])
+    peaks = tier_peaks(prog, {NVME})
+    assert peaks[NVME].allocated_bytes == peaks[NVME].reserved_bytes == 8000  # no allocator rounds a file
+    rtx = memsim.load_hardware("rtx-4090")  # hardware/machines/workstation-rtx-4090.yaml: a 990 PRO 2TB
+    assert load_ssd_capacity(rtx) == 2 * 10**12
+    assert tier_capacities(peaks, None, rtx) == ({NVME: 2 * 10**12}, [])
+    capacities, notes = tier_capacities(peaks, None, memsim.load_hardware("h200"))
+    assert capacities == {} and notes == ["nvme: no catalog machine gives h200 an SSD (hardware/machines/): its capacity is not checked"]
