@@ -30,7 +30,8 @@ def simulate(program: Program, exclude: tuple[str, ...] = (), rounding=cuda_roun
         run = dict.fromkeys(CATEGORIES, 0)
         run_total = 0
         seg_max, seg_at = 0, dict(run)
-        for nbytes, event_cat, sign, *_ in seg.events:
+        for event in seg.events:
+            nbytes, event_cat, sign = event[0], event[1], event[2]
             cat = counted.get(event_cat)
             if not sign or cat is None:  # a kernel's work (OpCost), another tier, or left out
                 continue

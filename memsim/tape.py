@@ -128,7 +128,7 @@ class Storage:
     category: str
     refs: int = 0
     external: bool = False  # allocated and freed outside this tape (weights, a previous segment)
-    key: int = field(default_factory=lambda: next(_STORAGE_KEYS))  # names it in its events
+    key: int = field(default_factory=_STORAGE_KEYS.__next__)  # names it in its events
 
 
 @dataclass(eq=False)
