@@ -105,6 +105,7 @@ class OpCost:
     # saved_tensors_hooks) on each tensor autograd saves in a recomputed region, at the host cost
     # of one such call (host_time.HostCosts).
     host_calls: int = 0
+    backward_kernels: int = 0  # attention: its backward's launches; 0: one, and one a workspace
 
 
 def memory_layout(kind: str, in_bytes: list[int], out_bytes: int) -> str:
@@ -370,7 +371,7 @@ class Tape:
         product = kind == "matmul"
         cost = replace(fwd, name=f"{node.name}.bwd", bytes=moved, flops=fwd.backward_flops * fwd.flops,
                        passes=len(grads) if product else 1, grads=grads if product else "",
-                       kernels=max(launches, 1) if kind != "attention" else 1 + len(node.recipe) - 3)
+                       kernels=max(launches, 1) if kind != "attention" else fwd.backward_kernels or 1 + len(node.recipe) - 3)
         self.events.append((cost, COST, 0))
 
     def _accumulate(self, pending: dict[int, T], x: T, g: T) -> None:

@@ -50,3 +50,23 @@ def test_masked_attention_depends_on_the_gpu():
     a100 = predict(dict(w, hardware="a100-80gb")).breakdown_bytes["activations"]
     # 13 sliding layers each keep a padded [1, 8, 6008, 6016] bias instead of a [1, 1, 6008, 6008] one
     assert a100 - h100 == pytest.approx(13 * (8 * 6008 * 6016 - 6008 * 6008) * 2, rel=0.01)
+
+
+@pytest.mark.parametrize("model, batch, seq, block", [
+    ("qwen2.5-1.5b", 26, 1024, 328_433_920),  # torch's allocator history on an H200, once a layer
+    ("llama-3-8b", 5, 512, 84_214_016),
+])
+def test_cudnn_attention_backward_holds_one_workspace_block(model, batch, seq, block):
+    """cuDNN's backward (sm90) takes softmax_d, the fp32 dq accumulator and, with GQA, the per-head
+    dk and dv in one block of their sum and 256 B (data/validation/allocator-traces-h200/); flash
+    (sm80) allocates them one by one."""
+    from memsim import Workload
+    from memsim.predict import build_program, step_config
+    from memsim.tape import WORKSPACE
+
+    def workspace_sizes(hardware):
+        w = Workload(model=model, hardware=hardware, batch=batch, seq=seq)
+        return {e[0] for seg in build_program(step_config(w)).segments for e in seg.events if e[1] == WORKSPACE and e[2] > 0}
+
+    assert block in workspace_sizes("h200")
+    assert block not in workspace_sizes("a100-80gb")
