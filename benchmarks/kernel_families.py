@@ -19,7 +19,8 @@ from memsim.catalog import load_hardware, load_measured
 from memsim.host_time import host_costs
 from memsim.predict import step_config
 from memsim.roofline import Rates, kernel_seconds
-from memsim.runtimes.hf_steps import build_program, decode_program, prefill_program
+from memsim.runtimes.hf_inference import decode_program, prefill_program
+from memsim.runtimes.hf_steps import build_program
 from memsim.tape import OpCost, recording_costs
 from memsim.workload import Workload
 

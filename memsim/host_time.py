@@ -109,7 +109,8 @@ def _calibration_tape_counts(step: str, layers: int = 0) -> tuple[int, int]:
     model's own)."""
     from .calibration import HOST_CALIBRATION_BATCH, HOST_CALIBRATION_MODEL, HOST_CALIBRATION_SEQ, HOST_CALIBRATION_STEPS
     from .predict import step_config
-    from .runtimes.hf_steps import build_program, decode_program, prefill_program
+    from .runtimes.hf_inference import decode_program, prefill_program
+    from .runtimes.hf_steps import build_program
     from .tape import recording_costs
     from .workload import Workload
 

@@ -129,7 +129,7 @@ def phase_times(workload: Workload | dict, host_launch: dict | None = None) -> d
     from .catalog import load_measured
     from .host_time import host_costs
     from .roofline import step_time
-    from .runtimes.hf_steps import decode_program, prefill_program
+    from .runtimes.hf_inference import decode_program, prefill_program
     from .tape import recording_costs
 
     w = workload if isinstance(workload, Workload) else Workload.parse(workload)

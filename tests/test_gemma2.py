@@ -10,7 +10,8 @@ from memsim.model import ModelSpec
 from memsim.predict import step_config
 from memsim.program import Program
 from memsim.methods import ActivationCheckpointing, Methods
-from memsim.runtimes.hf_steps import StepConfig, _cache_static, _layer_runs, param_sizes
+from memsim.runtimes.hf_inference import _cache_static
+from memsim.runtimes.hf_steps import StepConfig, layer_runs, param_sizes
 from memsim.simulator import cuda_rounded
 
 TINY = dict(model_type="gemma2", hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
@@ -63,10 +64,10 @@ def test_bad_config(extra, expected):
 def test_alternating_layers_repeat_as_pairs():
     m = load_model("gemma-2-9b")  # 42 layers
     cfg = StepConfig(m, "train", 1, 16, 2)
-    runs = _layer_runs(cfg, list(m.layer_types))
+    runs = layer_runs(cfg, list(m.layer_types))
     assert [(first, n, len(block)) for first, n, block in runs] == [(True, 1, 1), (False, 20, 2), (False, 1, 1)]
     every_third = Methods((ActivationCheckpointing(every=3),))
-    ckpt = _layer_runs(StepConfig(m, "train", 1, 16, 2, methods=every_third), list(m.layer_types))
+    ckpt = layer_runs(StepConfig(m, "train", 1, 16, 2, methods=every_third), list(m.layer_types))
     assert sum(n * len(block) for _, n, block in ckpt) == 42 and len(ckpt) <= 6
 
 
