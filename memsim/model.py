@@ -52,6 +52,9 @@ NULL_KV_IS_HEADS = {"llama", "mistral", "qwen2", "mixtral"}
 DIVIDED_HIDDEN = {"llama", "gemma2"}
 # Qwen2Attention: q/k/v with a bias always; Mistral's and Mixtral's: never (no config key).
 FIXED_ATTENTION_BIAS = {"qwen2": True, "mistral": False, "mixtral": False}
+# Families whose every layer slides when the config gives a window (MistralModel, MixtralModel);
+# memsim models their layers as full attention (ModelSpec.full_attention_window).
+WINDOWED_TYPES = ("mistral", "mixtral")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 # Activations that run as one ATen op saving its input (transformers activations.py: SiLUActivation
 # -> F.silu; GELUTanh -> F.gelu(approximate="tanh"); GELUActivation -> F.gelu), which mlp() models.
@@ -78,6 +81,9 @@ class ModelSpec(BaseModel):
     # Gemma-2: per-layer attention kind, the window of the sliding ones (tokens), logit soft-caps (None: off).
     layer_types: tuple[str, ...] = ()
     sliding_window: int = 0
+    # Mistral's and Mixtral's sliding_window, which transformers applies to every layer (a sliding
+    # mask, a cache of the window): modeled as full attention, so the report notes it past the window.
+    full_attention_window: int = 0
     attn_logit_softcapping: float | None = None
     final_logit_softcapping: float | None = None
     # Mixture of experts (0 experts: dense).
@@ -131,6 +137,8 @@ class ModelSpec(BaseModel):
         fields = dict(name=name, model_type=model_type, **_shape_fields(keys, model_type))
         if model_type == "gemma2":
             fields.update(_gemma2_fields(keys, fields["num_layers"]))
+        if model_type in WINDOWED_TYPES:
+            fields.update(_window_fields(keys))
         if model_type in MOE_TYPES:
             fields.update(_moe_fields(keys, model_type))
         filled = [f"{k}={json.dumps(v)}" for k, v in keys.filled.items()]
@@ -289,6 +297,17 @@ def _gemma2_fields(keys: _Keys, layers: int) -> dict[str, Any]:
         attn_logit_softcapping=keys.number("attn_logit_softcapping"),
         final_logit_softcapping=keys.number("final_logit_softcapping"),
     )
+
+
+def _window_fields(keys: _Keys) -> dict[str, Any]:
+    """Mistral's and Mixtral's sliding_window: null, or a number of tokens that every layer slides
+    over (cache_utils.get_layer_types_and_kwargs; the model's one sliding mask)."""
+    window = keys.cfg.get("sliding_window", keys.defaults.get("sliding_window"))
+    if window is None:
+        return {}
+    if isinstance(window, bool) or not isinstance(window, int) or not 0 < window <= MAX_SIZE:
+        raise keys.error(f"sliding_window must be null or a positive number of tokens; got {_json(window)}")
+    return dict(full_attention_window=window)
 
 
 def _moe_fields(keys: _Keys, model_type: str) -> dict[str, Any]:

@@ -95,6 +95,7 @@ def predict(workload: Workload | dict) -> Report:
     device = device_estimate(reserved) + (others[MANAGED].device_bytes if MANAGED in others else 0)
     beyond, tier_notes = tier_capacities(others, w.host, hw)
     capacities, notes = {"gpu": capacity, **beyond}, list(cfg.model.notes) + tier_notes  # notes: defaults filled, capacities unknown
+    notes += _window_notes(w, cfg.model)
     fits = fits and all(others[t].reserved_bytes <= c for t, c in beyond.items())
     return Report(
         fits=fits,
@@ -111,6 +112,16 @@ def predict(workload: Workload | dict) -> Report:
         seq=w.seq,
         parameters=cfg.model.param_count(),
     )
+
+
+def _window_notes(w: Workload, model) -> list[str]:
+    """A sliding window memsim models as full attention, where the step's keys reach past it."""
+    window = model.full_attention_window
+    keys = w.seq + (w.generate if w.task == "generate" else 1 if w.task == "decode" else 0)
+    if not window or keys <= window:
+        return []
+    return [f"sliding_window {window}: transformers slides every layer over the last {window} tokens (a sliding mask, "
+            f"a cache of the window); memsim models full attention, so at {keys} tokens these are full attention's figures"]
 
 
 def _tiers(cfg: StepConfig) -> set[str]:

@@ -174,3 +174,14 @@ def test_a_model_at_the_layer_bound_predicts_quickly_and_past_it_is_refused():
     assert time.perf_counter() - start < 30  # the allocator replay walks each layer: about 2 s here
     with pytest.raises(InputError, match=f"num_hidden_layers must be an integer from 1 to {MAX_LAYERS}"):
         memsim.predict({"model": dict(TINY, num_hidden_layers=10_000)})
+
+
+def test_a_sliding_window_past_its_length_is_named_not_silently_modeled_as_full():
+    """Mistral-7B v0.1's sliding_window (4096): transformers slides every layer; memsim models full
+    attention and says so once the step's keys reach past the window."""
+    below = memsim.predict({"model": "mistral-7b", "task": "prefill", "seq": 4096})
+    past = memsim.predict({"model": "mistral-7b", "task": "decode", "seq": 8192})
+    assert not any("sliding_window" in n for n in below.notes)
+    assert any(n.startswith("sliding_window 4096:") and "8193 tokens" in n for n in past.notes), past.notes
+    with pytest.raises(memsim.InputError, match="sliding_window must be null or a positive number of tokens"):
+        ModelSpec.from_config({**TINY, "model_type": "mistral", "sliding_window": "4096"})
