@@ -1,4 +1,5 @@
-"""The memsim command line: fit, predict, trace, validate, list. Bad input: one line on stderr, exit 2."""
+"""The memsim command line: fit, predict, list, roofline here; trace, validate and calibrate (the
+commands that run real code) in cli_measure.py. Bad input: one line on stderr, exit 2."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from typing import Optional
 import typer
 import typer.core
 from rich.console import Console
-from rich.markup import escape
 from rich.text import Text
 
 from .catalog import hardware_names, load_hardware
-from .errors import InputError, existing_folder, output_file
+from .errors import InputError, output_file
 from .fit import FIELDS, boundary
 from .predict import predict
 from .methods import METHODS, catalog
@@ -77,7 +77,8 @@ def _scalar(v: str):
     return v
 
 
-def _run(fn):
+def run_command(fn):
+    """Run a command's body: bad input (memsim's InputError, a file it cannot use) is one line on stderr and exit 2."""
     try:
         return fn()
     except InputError as e:
@@ -134,7 +135,7 @@ def fit(
             views.fit_report(out, report, largest)
         return report
 
-    _run(go)
+    run_command(go)
 
 
 @app.command("predict")
@@ -151,7 +152,7 @@ def predict_cmd(
         else:
             views.fit_report(out, report)
 
-    _run(go)
+    run_command(go)
 
 
 PARTS = {"cpu": "cpu", "links": "link", "ssd": "ssd", "mcu": "mcu", "machines": "machine"}
@@ -194,93 +195,7 @@ def list_cmd(what: str = typer.Argument(..., help="models | hardware | methods |
         else:
             raise InputError(f"list: '{what}' is not one of models, hardware, methods, {', '.join(PARTS)}")
 
-    _run(go)
-
-
-@app.command()
-def trace(
-    workload: str = typer.Argument(..., help="a workload YAML or JSON file"),
-):
-    """Run the real transformers model on fake tensors (CPU, no GPU) and put its exact peak beside the prediction."""
-
-    def go():
-        w = Workload.from_file(workload)
-        report = predict(w)
-        try:
-            from .executors.trace import trace_workload
-        except ImportError as e:
-            raise InputError(f"trace needs the torch extra (pip install 'memsim[torch]'): {e}") from None
-        with out.status("tracing on fake tensors..."):
-            result = trace_workload(w)
-        from .simulator import simulate
-        from .predict import step_config
-        from .runtimes.hf_steps import build_program
-
-        tensors_only = simulate(build_program(step_config(w)), exclude=("workspace",)).bytes
-        row = dict(analytic=views.gib(tensors_only), traced=views.gib(result.peak_bytes), seconds=f"{result.seconds:.1f} s",
-                   error=f"{(tensors_only - result.peak_bytes) / result.peak_bytes:+.2%}")
-        tables.show(out, f"{report.model} {report.task}: analytic vs traced (tensor bytes, no kernel workspaces)",
-                    [(k, h, tables.NUM) for k, h in (("analytic", "analytic"), ("traced", "traced"), ("error", "error"),
-                                                     ("seconds", "traced in"))], [row])
-
-    _run(go)
-
-
-@app.command()
-def validate(
-    suite: str = typer.Argument(..., help="a suite YAML (data/suites/)"),
-    results: Optional[str] = typer.Option(None, "--out", "-o", help="results JSONL; default data/validation/<suite name>.jsonl"),
-    device: str = typer.Option("auto", help="auto | cuda | cpu (the CPU tracker measures live tensor bytes)"),
-    only: Optional[list[str]] = typer.Option(None, "--only", help="run only these case ids"),
-    plot_path: Optional[str] = typer.Option(None, "--plot", help="the plot's PNG; default beside the results"),
-    no_run: bool = typer.Option(False, "--no-run", help="run nothing: compare the results already in --out with today's predictions "
-                                "(the CSV and plot are written only beside --out, the plot also at --plot)"),
-    hardware: Optional[str] = typer.Option(None, "--hardware", "-H", help="run the suite on this device instead of the suite's "
-                                           "(its name names the results: data/validation/<hardware>.jsonl)"),
-):
-    """Run each case for real in a fresh process, append results as they land (a rerun resumes), then
-    print predicted against measured and plot it."""
-    from pathlib import Path
-
-    from . import validate as v
-
-    def go():
-        if device not in ("auto", "cuda", "cpu"):
-            raise InputError(f"--device: '{device}' is not one of auto, cuda, cpu")
-        if plot_path:  # before any work
-            output_file("--plot", plot_path, PLOT_FORMATS)
-        if results and existing_folder(results):
-            raise InputError(f"--out: '{results}' is a folder; give the results file in it, e.g. {Path(results) / 'results.jsonl'}")
-        spec, cases = v.load_suite(suite, hardware)
-        if only:
-            unknown = sorted(set(only) - {c.id for c in cases})
-            if unknown:
-                raise InputError(f"--only: unknown case id(s) {', '.join(unknown)}")
-            cases = [c for c in cases if c.id in only]
-        path = Path(results or f"data/validation/{spec.name}.jsonl")
-        failed = []
-        if no_run:
-            done = v.read_results(path)
-            cases = [c for c in cases if c.id in done]
-            if not cases:
-                raise InputError(f"--no-run: no results of this suite's cases in {path}; run without --no-run to measure them, "
-                                 "or give --out the results file")
-        else:
-            v.check_device(spec, suite, device)
-            done = _run_stoppable(v, spec, cases, path, device, failed)
-        df = v.comparison(cases, done)
-        write = not no_run or results is not None  # --no-run writes beside --out only (and the plot where --plot says)
-        table = path.with_name(f"{path.stem}-compare.csv")
-        views.validation(out, df, v.summary(df), path, f"{table} has every column" if write else "a wider terminal shows them")
-        if len(df) and write:
-            df.to_csv(table, index=False)
-            out.print(escape(f"table: {table}"))
-        if len(df) and (write or plot_path):
-            out.print(escape(f"plot: {v.plot(df, Path(plot_path or path.with_suffix('.png')), title=spec.name)}"))
-        if failed:
-            raise typer.Exit(1)
-
-    _run(go)
+    run_command(go)
 
 
 # Chart formats savefig writes by the file's extension (matplotlib's Agg, SVG and PDF backends).
@@ -341,94 +256,17 @@ def roofline(
             title = f"{load_model(w.model).name} {w.task} on {w.hardware}"
             out.print(f"plot: {draw(st, r.peak, r.bandwidth, str(plot), title=title)}", markup=False, highlight=False)
 
-    _run(go)
+    run_command(go)
 
 
-@app.command()
-def calibrate(
-    name: str = typer.Option("", help="the profile's name; default: the device's, lowercased"),
-    base: str = typer.Option("", help="the datasheet profile it measures (memsim list hardware)"),
-    out_path: Optional[str] = typer.Option(None, "--out", "-o", help="the YAML to write; default hardware/measured/<name>.yaml"),
-    quick: bool = typer.Option(False, help="bf16 products only, no disk"),
-    disk_folder: Optional[str] = typer.Option(None, "--disk-folder", help="where the disk benchmark writes its file"),
-    update_path: Optional[str] = typer.Option(None, "--update", help="a profile of this device to measure again, in part (--only)"),
-    only: Optional[list[str]] = typer.Option(None, "--only", help="with --update: the sections to measure again"),
-):
-    """Microbenchmark this machine's GPU (matrix products by shape and dtype, attention, memory
-    kernels, copy bandwidth, host-device transfers pinned and pageable, disk, launch costs) and
-    write a measured profile."""
-    from pathlib import Path
-
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    def go():
-        from .executors.calibrate import SECTIONS
-        from .executors.calibrate import calibrate as run
-
-        if only and not update_path:
-            raise InputError("--only: measures sections again in a profile given with --update PROFILE.yaml")
-        if update_path:
-            from .calibration import MeasuredProfile
-            from .executors.calibrate import update
-
-            bad = sorted(set(only or ()) - set(SECTIONS))
-            if not only or bad:
-                raise InputError(f"--only: give sections to measure again from {', '.join(SECTIONS)}" + (f" (not {', '.join(bad)})" if bad else ""))
-            profile = update(MeasuredProfile.from_path(update_path), only, disk_folder)
-            Path(out_path or update_path).write_text(profile.to_yaml())
-            views.calibration(out, profile)
-            out.print(f"profile: {out_path or update_path} ({', '.join(only)} measured again)", markup=False)
-            return
-        if base:
-            load_hardware(base)  # a one-line error before minutes of benchmarks
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
-            job = bar.add_task("calibrating")
-            profile = run(name or "", base, quick, disk_folder, progress=lambda msg: bar.update(job, description=msg))
-        if not profile.name:
-            profile.name = profile.provenance.device.lower().replace(" ", "-")
-        path = Path(out_path or f"hardware/measured/{profile.name}.yaml")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(profile.to_yaml())
-        views.calibration(out, profile)
-        out.print(f"profile: {path}", markup=False)
-
-    _run(go)
-
-
-def _run_cases(v, spec, cases, path, device, failed):
-    """Run the cases not yet in `path` under a progress bar; failures are listed in `failed`."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err) as bar:
-        job = bar.add_task(f"{spec.name}", total=len(cases))
-
-        def on_result(case, result, resumed):
-            if isinstance(result, str):
-                failed.append((case.id, result))
-                err.print(f"[red]{escape(case.id)}: {escape(result)}[/]", highlight=False)
-            bar.update(job, advance=1, description=escape(f"{case.id}{' (resumed)' if resumed else ''}"))
-
-        return v.run_suite(spec, cases, path, device, on_result, on_note=lambda note: err.print(note, markup=False, highlight=False))
-
-
-def _run_stoppable(v, spec, cases, path, device, failed):
-    """_run_cases, stopped cleanly by Ctrl-C or SIGTERM: the worker killed, what landed kept, exit 130 or 143."""
-    from .worker_process import stop_on_signals
-
-    try:
-        with stop_on_signals():
-            return _run_cases(v, spec, cases, path, device, failed)
-    except KeyboardInterrupt as e:
-        by = str(e) or "SIGINT"
-        err.print(f"validate: stopped by {by}; the results that landed are in {path}, and the same command resumes",
-                  markup=False, highlight=False)
-        raise typer.Exit(143 if by == "SIGTERM" else 130)
+from . import cli_measure  # noqa: E402,F401  registers trace, validate and calibrate on the app
 
 
 def main():
     app()
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m memsim.cli: the package's module is the one cli_measure registers on
+    from memsim.cli import main as package_main
+
+    package_main()
