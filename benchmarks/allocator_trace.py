@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from memsim.allocator import CUDA_CONTEXT_BYTES
+from memsim.allocator import emulated_limit
 from memsim.allocator_history import ACTIONS, replay_history
 LARGE = 64 * 2**20  # requests at least this large are the ones fragmentation turns on (the table's rows)
 
@@ -101,8 +101,8 @@ def compare(suite: str, path: Path) -> None:
         body = json.load(f)
     _, cases = load_suite(suite)
     case = next(c for c in cases if c.id == body["case"])
-    cap = body["emulate_capacity_bytes"]  # the executor's limit: the capacity less the context outside it
-    limit = cap - max(body["context_bytes"], CUDA_CONTEXT_BYTES) if cap else None
+    cap = body["emulate_capacity_bytes"]
+    limit = emulated_limit(cap, body["context_bytes"]) if cap else None
     got = replay_history(body["events"], limit)
     report = predict(case.workload)
     print(f"{body['case']}: torch fits {got.torch_fits} (failed request {body['requested_bytes']}); memsim predicts {report.fits}; "

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from memsim.allocator import CUDA_CONTEXT_BYTES
+from memsim.allocator import emulated_limit
 from memsim.catalog import raw_config
 from memsim.measurement import Measurement, Provenance
 
@@ -155,12 +155,9 @@ def measure(w: Workload, case: str = "", warmup: int = 1, steps: int = 3, device
         free, total = torch.cuda.mem_get_info()
         context = total - free - torch.cuda.memory_reserved()
         if emulate_capacity_bytes:
-            # The allocator's limit is a fraction of the total; the context is outside it, so a
-            # card of capacity C leaves C - context to the allocator, where the context is what it
-            # grows to once the step has loaded cuBLAS and the kernels (CUDA_CONTEXT_BYTES, as
-            # predictions assume), not the smaller one measured here before any of that.
-            outside = max(context, CUDA_CONTEXT_BYTES)
-            torch.cuda.set_per_process_memory_fraction(max(emulate_capacity_bytes - outside, 0) / total)
+            # The allocator's limit is a fraction of the total: the card's capacity less the
+            # context, as predictions assume (allocator.emulated_limit).
+            torch.cuda.set_per_process_memory_fraction(emulated_limit(emulate_capacity_bytes, context) / total)
         meta["provenance"] = provenance(True, emulate_capacity_bytes)
         meta["context_bytes"] = context
         return _measure_cuda(w, cfg, config, warmup, steps, meta)

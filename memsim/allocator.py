@@ -223,7 +223,8 @@ class _LiveBlocks:
         malloc, free, stacks = self.alloc.malloc, self.alloc.free, self.stacks
         for ci, (events, repeat, resident) in enumerate(chunks):
             for r in range(repeat):
-                for ei, (nbytes, cat, sign, *storage) in enumerate(events):
+                for ei, event in enumerate(events):
+                    nbytes, cat, sign = event[0], event[1], event[2]
                     if not sign or nbytes <= 0 or cat not in GPU_CATEGORIES:  # a kernel's work, nothing, or off the GPU
                         continue
                     key = (cat, nbytes)
@@ -233,11 +234,11 @@ class _LiveBlocks:
                             stack = stacks[key] = []
                         block = malloc(nbytes)
                         block.held, block.serial = resident and cat not in carries, self.requests
-                        block.storage = storage[0] if storage else 0
+                        block.storage = event[3] if len(event) > 3 else 0
                         self.requests += 1
                         stack.append(block)
                     elif stack and not stack[-1].held:
-                        free(stack.pop(_own_block(stack, storage)))
+                        free(stack.pop(_own_block(stack, event[3] if len(event) > 3 else 0)))
                     else:
                         self._release_several(nbytes, cat, _claimed(_rest(chunks, ci, r, ei)))
 
@@ -274,12 +275,12 @@ class _LiveBlocks:
                     self.alloc.free(b)
 
 
-def _own_block(stack: list[Block], storage: list[int]) -> int:
+def _own_block(stack: list[Block], storage: int) -> int:
     """Where in the stack the free's own block is: the most recent allocated for its storage, else
-    (an unnamed free, or a storage allocated outside the step) the most recent of its size."""
+    (an unnamed free, 0, or a storage allocated outside the step) the most recent of its size."""
     if storage:
         for i in range(len(stack) - 1, -1, -1):
-            if stack[i].storage == storage[0]:
+            if stack[i].storage == storage:
                 return i if not stack[i].held else -1
     return -1
 
@@ -306,6 +307,13 @@ def _claimed(events) -> dict[tuple[str, int], int]:
             if -v > claimed.get(key, 0):
                 claimed[key] = -v
     return claimed
+
+
+def emulated_limit(capacity: int, context_bytes: int) -> int:
+    """The allocator's limit on a card of `capacity`: the context lies outside it, at the size it
+    grows to once a step has loaded cuBLAS and the kernels (CUDA_CONTEXT_BYTES) unless the one
+    measured is larger."""
+    return max(capacity - max(context_bytes, CUDA_CONTEXT_BYTES), 0)
 
 
 def device_estimate(reserved_bytes: int, context_bytes: int = CUDA_CONTEXT_BYTES) -> int:

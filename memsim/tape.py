@@ -41,7 +41,7 @@ def on_tier(category: str, tier: str) -> str:
 
 # (bytes, category, +1 alloc / -1 free[, storage]); a kernel's work: (OpCost, COST, 0). The storage,
 # where the tape knows it, lets the allocator replay free the very block a tensor was given.
-Event = tuple
+Event = tuple[int, str, int] | tuple[int, str, int, int]
 COST = "op"  # the category of a cost event; memory walks skip events whose sign is 0
 _RECORD_COSTS = contextvars.ContextVar("memsim_record_costs", default=False)
 
@@ -105,7 +105,7 @@ class OpCost:
     # saved_tensors_hooks) on each tensor autograd saves in a recomputed region, at the host cost
     # of one such call (host_time.HostCosts).
     host_calls: int = 0
-    backward_kernels: int = 0  # attention: its backward's launches; 0: one, and one a workspace
+    backward_kernels: int = 1  # attention: its backward's launches (sdpa_attention counts them)
 
 
 def memory_layout(kind: str, in_bytes: list[int], out_bytes: int) -> str:
@@ -371,7 +371,7 @@ class Tape:
         product = kind == "matmul"
         cost = replace(fwd, name=f"{node.name}.bwd", bytes=moved, flops=fwd.backward_flops * fwd.flops,
                        passes=len(grads) if product else 1, grads=grads if product else "",
-                       kernels=max(launches, 1) if kind != "attention" else fwd.backward_kernels or 1 + len(node.recipe) - 3)
+                       kernels=fwd.backward_kernels if kind == "attention" else max(launches, 1))
         self.events.append((cost, COST, 0))
 
     def _accumulate(self, pending: dict[int, T], x: T, g: T) -> None:

@@ -29,12 +29,10 @@ def tier_peaks(program: Program, tiers: set[str]) -> dict[str, TierPeak]:
     """Each tier's peak: allocated (live tensors' blocks), reserved (what its allocator holds) and
     device bytes (what the tier shows in use)."""
     out = {}
-    if MANAGED in tiers:
-        managed = simulate(program, tier=MANAGED, rounding=lambda n: n).bytes
-        out[MANAGED] = TierPeak(allocated_bytes=managed, reserved_bytes=managed, device_bytes=managed)
-    if NVME in tiers:
-        files = simulate(program, tier=NVME, rounding=lambda n: n).bytes
-        out[NVME] = TierPeak(allocated_bytes=files, reserved_bytes=files, device_bytes=files)
+    for tier in (MANAGED, NVME):  # no allocator rounds or caches these: their live bytes are all
+        if tier in tiers:
+            live = simulate(program, tier=tier, rounding=lambda n: n).bytes
+            out[tier] = TierPeak(allocated_bytes=live, reserved_bytes=live, device_bytes=live)
     if CPU in tiers:
         blocks = simulate(program, tier=CPU, rounding=power_of_two).bytes
         pool = _pinned_pool_bytes(program)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from memsim.allocator import CUDA_CONTEXT_BYTES
+from memsim.allocator import emulated_limit
 from memsim.allocator_history import replay_history
 
 TRACES = sorted((Path(__file__).parent.parent / "data/validation/allocator-traces-h200").glob("*.json.gz"))
@@ -27,7 +27,7 @@ def _torch_peak_reserved(events) -> int:
 def test_torch_history_replays_to_torchs_segments_peak_and_verdict(path):
     with gzip.open(path, "rt") as f:
         body = json.load(f)
-    limit = body["emulate_capacity_bytes"] - max(body["context_bytes"], CUDA_CONTEXT_BYTES)  # as the executor sets it
+    limit = emulated_limit(body["emulate_capacity_bytes"], body["context_bytes"])  # as the executor sets it
     got = replay_history([tuple(e) for e in body["events"]], limit)
     assert got.torch_fits == body["fits"]
     assert got.agrees, (got.fits, got.torch_fits, len(got.segments), len(got.torch_segments))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from .. import ops
 from ..model import ModelSpec
-from ..tape import ACTIVATIONS, KV_CACHE, WEIGHTS, T, Tape
+from ..tape import KV_CACHE, WEIGHTS, T, Tape
 from .torch_cuda import DEFAULT_SM, padded_head_dim, sdpa_backend
 
 FP32 = 4
@@ -239,15 +239,16 @@ def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, bias: T | None = None
         workspace = [b * hq * s128 * FP32, b * s128 * hq * hd32 * FP32]
         if m.num_kv_heads != hq:
             workspace += [b * sh.kv_len * hq * hd * sh.dtype_bytes] * 2
-        kernels = 1 + len(workspace)  # cuDNN's too: bprop, dot_do_o, convert_dq, 2 fmha_reduce_head with GQA
-        if kernel == "cudnn":  # one block of them all and 256 B more (torch's allocator history on an H200,
-            # data/validation/allocator-traces-h200/: 328,433,920 B for Qwen2.5-1.5B b26 s1024, 84,214,016 B
-            # for Llama-3-8B b5 s512, once a layer)
-            workspace = [sum(workspace) + CUDNN_WORKSPACE_EXTRA]
     else:  # memory-efficient: logsumexp padded to 32 rows
         lse_bytes = b * hq * (-(-s // 32) * 32) * FP32 if tp.grad_enabled and q.requires_grad else 0
         workspace = [b * hq * s * FP32]  # delta
-        kernels = 0  # one, and one a workspace
+    # Backward launches a main kernel and one a workspace piece (cuDNN's: bprop, dot_do_o,
+    # convert_dq and, with GQA, two fmha_reduce_head, as the profiles show).
+    backward_kernels = 1 + len(workspace)
+    if kernel == "cudnn":  # one block of them all and 256 B more (torch's allocator history on an H200,
+        # data/validation/allocator-traces-h200/: 328,433,920 B for Qwen2.5-1.5B b26 s1024, 84,214,016 B
+        # for Llama-3-8B b5 s512, once a layer)
+        workspace = [sum(workspace) + CUDNN_WORKSPACE_EXTRA]
     # Two products per head over the score matrix; causal (no mask, no cache) skips half of it.
     # Backward recomputes the scores and makes four products: 2.5 times the forward's.
     causal = bias is None and sh.past == 0 and s > 1
@@ -257,7 +258,7 @@ def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, bias: T | None = None
                                    seq=s)
     recipe = (("grad", 0), ("grad", 1), ("grad", 2)) + tuple(ops.ws(n) for n in workspace)
     saved = [q, k, v] + ([bias] if bias is not None else []) + [out, lse, seed, offset]
-    cost = tp.last_cost and replace(tp.last_cost, backward_kernels=kernels)
+    cost = tp.last_cost and replace(tp.last_cost, backward_kernels=backward_kernels)
     tp.record(f"sdpa.{kernel}", [q, k, v], out, saved, recipe, cost)
     tp.drop(lse, seed, offset, *pads)
     if hd != m.head_dim:  # the output sliced back to the head dim, then made contiguous by transformers
