@@ -40,10 +40,12 @@ class AutocastWeight(T):
         return self.copies[id(t)]
 
     def forward(self, tp: Tape, name: str, x: T, out_nbytes: int, bias: T | None) -> T:
+        # The wrapper's casts are arguments of one call, which GCC evaluates last to first: the
+        # bias's and the weight's before the input's (torch's allocator history of lm_head).
         tokens = out_nbytes // (self.fan_out * self.compute_bytes)
-        xc = ops.cast(tp, f"{name}.autocast_input", x, tokens * self.fan_in * self.compute_bytes)
-        wc = self._cast(tp, self.base, self.fan_in * self.fan_out * self.compute_bytes)
         bc = self._cast(tp, bias, self.fan_out * self.compute_bytes) if bias is not None else None
+        wc = self._cast(tp, self.base, self.fan_in * self.fan_out * self.compute_bytes)
+        xc = ops.cast(tp, f"{name}.autocast_input", x, tokens * self.fan_in * self.compute_bytes)
         out = ops.linear(tp, name, xc, wc, out_nbytes, bc)
         tp.drop(xc)
         if not self.cached:

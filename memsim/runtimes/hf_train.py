@@ -11,7 +11,7 @@ from ..params import Param, Params, cuda_rounded
 from ..program import Program
 from ..tape import (ACTIVATIONS, COST, GPU, GRADIENTS, KV_CACHE, OPTIMIZER, TEMPORARIES, WEIGHTS, WORKSPACE, OpCost, T, Tape,
                     on_tier)
-from . import autocast, sliding_window
+from . import autocast, rerun, sliding_window
 from . import hf_transformers as hf
 from .hf_inference import inference_forward
 from .hf_steps import (StepConfig, add_weights, arch_of, cache_scalar_bytes, cache_scalars, causal_lm_loss, embed, layer_forward,
@@ -228,9 +228,9 @@ def _input_needs_grad(cfg: StepConfig, first: bool) -> bool:
 
 
 def _recomputed_layer(cfg, sh, first, plan, cos, sin, mask, casts=None):
-    """A layer under torch.utils.checkpoint, non-reentrant (transformers 5's default): the forward
-    runs without saving anything but the layer's input; backward reruns the layer with grad
-    (stopping early, before the last residual add), backprops through it, then lets the input go."""
+    """A layer under torch.utils.checkpoint (runtimes/rerun.py): the forward runs without
+    saving anything but the layer's input; backward reruns the layer with grad up to its last
+    saved tensor, backprops through it, then lets the input go."""
     tp = Tape(grad_enabled=False)
     x = tp.incoming("hidden", sh.hidden_state_bytes, ACTIVATIONS)
     tp._hold(x)  # the saved input
@@ -243,16 +243,18 @@ def _recomputed_layer(cfg, sh, first, plan, cos, sin, mask, casts=None):
     xr = rt.incoming("hidden", x.nbytes, ACTIVATIONS, requires_grad=_input_needs_grad(cfg, first))
     rcasts: list = []
     out2 = layer_forward(cfg, rt, sh, xr, cos, sin, None, mask, rcasts, plan)
+    rt.drop(out2)
+    for c in rcasts:  # the rerun's own autocast context exits: its cache lets go
+        c.release(rt)
+    replayed = rerun.stop_early(rt.events, rt.nodes)
     if rt.costs:
         # Each tensor autograd saves goes through saved-tensor hooks in Python: packed in the
         # forward (a placeholder kept), packed again as the recompute saves it, unpacked by backward.
         saved = sum(len(n.saved) for n in rt.nodes)
         fwd.append((OpCost("saved_tensor_hooks.pack", "host", 0, host_calls=saved), COST, 0))
-        rt.events.append((OpCost("saved_tensor_hooks.recompute", "host", 0, host_calls=2 * saved), COST, 0))
-    rt.drop(out2)  # recomputed outputs are discarded (early stop skips even this last add)
-    for c in rcasts:  # the recompute's own autocast context exits: its cache lets go
-        c.release(rt)
+        replayed.append((OpCost("saved_tensor_hooks.recompute", "host", 0, host_calls=2 * saved), COST, 0))
+    rt.events = []
     g = rt.incoming("grad.hidden", out.nbytes, TEMPORARIES)
-    rt.backward({id(out2): g})  # out2's node is still on the tape: the gradient flows through it
+    rerun.backward(rt, {id(out2): g}, replayed)  # out2's node is on the tape: the gradient flows through it
     rt.drop(xr)  # the saved input's hold; layer 0's input also dies here (its forward var is gone)
     return fwd, list(rt.events)

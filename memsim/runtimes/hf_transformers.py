@@ -174,16 +174,18 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
         out, weights = eager_attention(tp, sh, qe, kc, vc, mask)
     elif mask is not None:  # an explicit mask (Gemma-2's sliding layers once the window is reached)
         out, weights = masked_sdpa_attention(tp, sh, qe, kc, vc, mask), None
-    elif sh.autocast:  # autocast's SDPA wrapper casts q, k and v to the compute dtype
+    elif sh.autocast:  # autocast's SDPA wrapper casts q, k and v to the compute dtype; the casts
+        # die when the wrapper returns, before transformers makes the output contiguous
+        va, ka = (ops.cast(tp, "sdpa.autocast_kv", t, sh.kv_bytes) for t in (vc, kc))  # last argument first
         qa = ops.cast(tp, "sdpa.autocast_q", qe, sh.act(m.q_dim))
-        ka, va = (ops.cast(tp, "sdpa.autocast_kv", t, sh.kv_bytes) for t in (kc, vc))
         out, weights = sdpa_attention(tp, sh, qa, ka, va), None
         tp.drop(qa, ka, va)
+        out = sdpa_contiguous(tp, sh, out)
     else:
-        out, weights = sdpa_attention(tp, sh, qe, kc, vc), None
-    tp.drop(qe, kc, vc)
+        out, weights = sdpa_contiguous(tp, sh, sdpa_attention(tp, sh, qe, kc, vc)), None
     o = ops.linear(tp, "o_proj", out, w.o, sh.act(m.hidden_size), w.o_bias)
     tp.drop(out)
+    tp.drop(qe, kc, vc)  # query_states, key_states and value_states live until the forward returns
     return o, weights
 
 
@@ -261,12 +263,21 @@ def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, bias: T | None = None
     cost = tp.last_cost and replace(tp.last_cost, backward_kernels=backward_kernels)
     tp.record(f"sdpa.{kernel}", [q, k, v], out, saved, recipe, cost)
     tp.drop(lse, seed, offset, *pads)
-    if hd != m.head_dim:  # the output sliced back to the head dim, then made contiguous by transformers
+    if hd != m.head_dim:  # the output sliced back to the head dim (a view of the padded one)
         sliced = tp.view("sdpa.unpad", out, sh.act(m.q_dim), recipe=(("grad", 0, out_bytes),))
         tp.drop(out)
-        out = ops.copy(tp, "sdpa.out_contiguous", sliced)
-        tp.drop(sliced)
+        out = sliced
     return out
+
+
+def sdpa_contiguous(tp: Tape, sh: Shapes, out: T) -> T:
+    """sdpa_attention_forward's transpose(1, 2).contiguous(): free for the fused kernels' [b, s, h, d]
+    output, a copy of the padded one's slice (sdpa_attention's view, smaller than its storage)."""
+    if out.nbytes == out.storage.nbytes:
+        return out
+    copied = ops.copy(tp, "sdpa.out_contiguous", out)
+    tp.drop(out)
+    return copied
 
 
 # attention.cpp preprocess_mask: the memory-efficient kernel's bias is padded to a multiple of 16 keys.
