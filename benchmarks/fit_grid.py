@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from memsim import Workload, largest_fitting, peak, predict
-from memsim.allocator import CUDA_CONTEXT_BYTES
-from memsim.catalog import load_hardware
+from memsim.predict import allocator_room
 
 MODELS = ["tinyllama-1.1b", "qwen2.5-1.5b", "open-llama-3b", "llama-3-8b", "qwen2.5-7b", "llama-2-13b", "llama-3-70b"]
 GPUS = ["rtx-4090", "l40s", "a100-40gb", "a100-80gb", "h100-sxm-80gb", "h200"]
@@ -41,7 +40,7 @@ PAST = 3  # batches past the allocated bound, each predicted (none can fit)
 
 def allocated_bound(w: Workload) -> int:
     """The largest batch whose allocated bytes fit in the allocator's room (monotone: bisection)."""
-    room = load_hardware(w.hardware).usable_bytes - CUDA_CONTEXT_BYTES
+    room = allocator_room(w.hardware)
     ok = lambda b: peak(w.model_copy(update={"batch": b})).bytes <= room  # noqa: E731
     if not ok(1):
         return 0

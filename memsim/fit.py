@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .allocator import CUDA_CONTEXT_BYTES
-from .catalog import load_hardware
 from .errors import InputError, shown, suggest
-from .predict import peak, predict
+from .predict import allocator_room, peak, predict
 from .report import Report
 from .workload import Workload
 
@@ -77,7 +75,7 @@ def boundary(workload: Workload, field: str, limit: int = SEARCH_LIMIT, known: d
     """largest_fitting's answer with the values over it that fit and those that fail (arguments as
     largest_fitting checks them). `known`: reports already had (the workload's own value's); a
     known value that fails lowers the answer under it wherever the scan stopped."""
-    room = load_hardware(workload.hardware).usable_bytes - CUDA_CONTEXT_BYTES
+    room = allocator_room(workload.hardware)
     reports = dict(known or {})
 
     def allocated_fits(value: int) -> bool:

@@ -76,6 +76,12 @@ def peak(workload: Workload | dict) -> Peak:
     return simulate(build_program(step_config(w)))
 
 
+def allocator_room(hardware) -> int:
+    """The bytes the caching allocator may hold on a card (a catalog name or spec): its usable
+    memory less the CUDA context."""
+    return load_hardware(hardware).usable_bytes - CUDA_CONTEXT_BYTES
+
+
 def predict(workload: Workload | dict) -> Report:
     w = workload if isinstance(workload, Workload) else Workload.parse(workload)
     cfg = step_config(w)
@@ -83,7 +89,7 @@ def predict(workload: Workload | dict) -> Report:
     program = build_program(cfg)
     peak = simulate(program)
     capacity = hw.usable_bytes
-    room = capacity - CUDA_CONTEXT_BYTES
+    room = allocator_room(hw)
     # The caching allocator's segments (allocator.py), under the device's limit: near it, the
     # allocator releases what it caches and retries, and the verdict is whether that suffices.
     # Where it does not fit, the figures are what the step would need (a replay without limit).
