@@ -27,7 +27,9 @@ def stop_early(events: list[Event], nodes: list[Node]) -> list[Event]:
     if stop < 0:
         return events
     key = nodes[stop].output.storage.key
-    cut = next(i for i, e in enumerate(events) if len(e) > 3 and e[2] > 0 and e[3] == key)
+    cut = next((i for i, e in enumerate(events) if len(e) > 3 and e[2] > 0 and e[3] == key), None)
+    if cut is None:  # its output is a view of an earlier tensor: nothing the rerun skips is known
+        return events
     made_before = {e[3] for e in events[:cut] if len(e) > 3 and e[2] > 0}
     unwound = [e for e in events[cut:] if len(e) > 3 and e[2] < 0 and e[3] in made_before]
     return events[:cut] + unwound
