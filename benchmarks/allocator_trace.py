@@ -21,8 +21,7 @@ import sys
 from pathlib import Path
 
 from memsim.allocator import emulated_limit
-from memsim.allocator_history import ACTIONS, replay_history
-LARGE = 64 * 2**20  # requests at least this large are the ones fragmentation turns on (the table's rows)
+from memsim.allocator_history import ACTIONS, LARGE, large_requests, program_requests, replay_history
 
 
 def record(suite: str, ids: list[str], out: Path) -> None:
@@ -62,35 +61,6 @@ def record(suite: str, ids: list[str], out: Path) -> None:
             json.dump(body, f)
         print(f"{case.id}: fits {m.fits}, {len(events)} events, steps at {marks} -> {path}")
         torch.cuda.empty_cache()
-
-
-def large_requests(events: list, lo: int, hi: int) -> list[tuple[str, int]]:
-    """('+' or '-', bytes) of the requests at least LARGE bytes between two step marks."""
-    sizes, out = {}, []
-    for action, addr, size in events[lo:hi]:
-        if action == "alloc":
-            sizes[addr] = size
-            if size >= LARGE:
-                out.append(("+", size))
-        elif action == "free_completed" and sizes.get(addr, 0) >= LARGE:
-            out.append(("-", sizes.pop(addr)))
-    return out
-
-
-def program_requests(workload) -> list[tuple[str, int]]:
-    """The same for one non-resident step of memsim's Program (allocator.rounded sizes)."""
-    from memsim.allocator import GPU_CATEGORIES, rounded
-    from memsim.predict import build_program, step_config
-
-    out = []
-    for seg in build_program(step_config(workload)).segments:
-        if seg.resident:
-            continue
-        for _ in range(seg.repeat):
-            for nbytes, cat, sign, *_ in seg.events:
-                if sign and cat in GPU_CATEGORIES and rounded(nbytes) >= LARGE:
-                    out.append(("+" if sign > 0 else "-", rounded(nbytes)))
-    return out
 
 
 def compare(suite: str, path: Path) -> None:

@@ -4,16 +4,19 @@ A history is what torch.cuda.memory._record_memory_history keeps (its snapshot's
 reduced to (action, address, bytes) for the actions that change the pools: alloc, free_completed,
 segment_alloc, segment_free and oom (the request that failed). Each free returns the very block its
 address was given, so what is tested is the allocator model alone, not the Program's order:
-whether it makes the same segments, reaches the same peak and runs out where torch did.
+whether it makes the same segments, reaches the same peak and runs out where torch did. Beside it,
+the large requests of a history's step and of the Program's, to set torch's order beside memsim's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .allocator import CachingAllocator, OutOfMemory
+from .allocator import GPU_CATEGORIES, CachingAllocator, OutOfMemory, rounded
+from .predict import build_program, step_config
 
 ACTIONS = ("alloc", "free_completed", "segment_alloc", "segment_free", "oom")
+LARGE = 64 * 2**20  # requests at least this large are the ones fragmentation turns on
 
 
 @dataclass
@@ -53,3 +56,29 @@ def replay_history(events: list, limit: int | None) -> HistoryReplay:
         elif action == "segment_free":
             alloc.release_cached()  # torch frees segments only by releasing every free one
     return HistoryReplay(True, torch_fits, alloc.peak_reserved, ours, theirs)
+
+
+def large_requests(events: list, lo: int, hi: int) -> list[tuple[str, int]]:
+    """('+' or '-', bytes) of the requests at least LARGE bytes between two step marks."""
+    sizes, out = {}, []
+    for action, addr, size in events[lo:hi]:
+        if action == "alloc":
+            sizes[addr] = size
+            if size >= LARGE:
+                out.append(("+", size))
+        elif action == "free_completed" and sizes.get(addr, 0) >= LARGE:
+            out.append(("-", sizes.pop(addr)))
+    return out
+
+
+def program_requests(workload) -> list[tuple[str, int]]:
+    """The same for one non-resident step of memsim's Program (allocator.rounded sizes)."""
+    out = []
+    for seg in build_program(step_config(workload)).segments:
+        if seg.resident:
+            continue
+        for _ in range(seg.repeat):
+            for nbytes, cat, sign, *_ in seg.events:
+                if sign and cat in GPU_CATEGORIES and rounded(nbytes) >= LARGE:
+                    out.append(("+" if sign > 0 else "-", rounded(nbytes)))
+    return out

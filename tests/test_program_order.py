@@ -1,24 +1,22 @@
 """The Program's order of large requests against torch's recorded allocator histories (H200, torch
-2.11; data/validation/allocator-traces-h200, benchmarks/allocator_trace.py): where the requests
-come in another order, the caching allocator's blocks land elsewhere and the verdict near the limit
-follows. Checked over a window from the final norm's backward through the last checkpointed layer's
+2.11; data/validation/allocator-traces-h200, recorded by benchmarks/allocator_trace.py, listed by
+memsim.allocator_history): where the requests come in another order, the caching allocator's blocks
+land elsewhere and the verdict near the limit follows. Checked over a window from the final norm's backward through the last checkpointed layer's
 recompute to its first weight gradient: SDPA's casts and output, autocast's weight and input
 casts, and the recompute's early stop (no down_proj output, the residual branch's gradient cast
 before the rerun)."""
 
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from memsim.allocator import rounded
+from memsim.allocator_history import large_requests, program_requests
 from memsim.validate import load_suite
 
 ROOT = Path(__file__).parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from allocator_trace import large_requests, program_requests  # noqa: E402
 
 SUITE = ROOT / "data/suites/fit-boundary-h200.yaml"
 TRACES = ROOT / "data/validation/allocator-traces-h200"

@@ -21,7 +21,7 @@ def _layer():
 
 def test_the_rerun_stops_before_the_last_saving_ops_output():
     tp, _, _ = _layer()
-    events = rerun.stop_early(tp.events, tp.nodes)
+    events = rerun.stop_early(tp)
     made = [n for n, _, sign, *_ in events if sign > 0]
     assert made == [2 * MB, 5 * MB]  # a's output and the scratch; neither b's output nor c's
     freed = [n for n, _, sign, *_ in events if sign < 0]
@@ -30,8 +30,7 @@ def test_the_rerun_stops_before_the_last_saving_ops_output():
 
 def test_the_nodes_after_the_last_saving_one_run_before_the_rerun():
     tp, _, c = _layer()
-    replayed = rerun.stop_early(tp.events, tp.nodes)
-    tp.events = []
+    replayed = rerun.stop_early(tp)
     rerun.backward(tp, {id(c): tp.incoming("grad", 4 * MB)}, replayed)
     first_made = [n for n, _, sign, *_ in tp.events if sign > 0][:3]
     assert first_made == [6 * MB, 2 * MB, 5 * MB]  # c's gradient cast, then the rerun

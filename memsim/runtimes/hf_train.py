@@ -246,14 +246,13 @@ def _recomputed_layer(cfg, sh, first, plan, cos, sin, mask, casts=None):
     rt.drop(out2)
     for c in rcasts:  # the rerun's own autocast context exits: its cache lets go
         c.release(rt)
-    replayed = rerun.stop_early(rt.events, rt.nodes)
+    replayed = rerun.stop_early(rt)
     if rt.costs:
         # Each tensor autograd saves goes through saved-tensor hooks in Python: packed in the
         # forward (a placeholder kept), packed again as the recompute saves it, unpacked by backward.
         saved = sum(len(n.saved) for n in rt.nodes)
         fwd.append((OpCost("saved_tensor_hooks.pack", "host", 0, host_calls=saved), COST, 0))
         replayed.append((OpCost("saved_tensor_hooks.recompute", "host", 0, host_calls=2 * saved), COST, 0))
-    rt.events = []
     g = rt.incoming("grad.hidden", out.nbytes, TEMPORARIES)
     rerun.backward(rt, {id(out2): g}, replayed)  # out2's node is on the tape: the gradient flows through it
     rt.drop(xr)  # the saved input's hold; layer 0's input also dies here (its forward var is gone)

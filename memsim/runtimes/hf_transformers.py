@@ -180,9 +180,9 @@ def attention(tp: Tape, sh: Shapes, h: T, w: LayerWeights, cos: T, sin: T, cache
         qa = ops.cast(tp, "sdpa.autocast_q", qe, sh.act(m.q_dim))
         out, weights = sdpa_attention(tp, sh, qa, ka, va), None
         tp.drop(qa, ka, va)
-        out = sdpa_contiguous(tp, sh, out)
+        out = sdpa_contiguous(tp, out)
     else:
-        out, weights = sdpa_contiguous(tp, sh, sdpa_attention(tp, sh, qe, kc, vc)), None
+        out, weights = sdpa_contiguous(tp, sdpa_attention(tp, sh, qe, kc, vc)), None
     o = ops.linear(tp, "o_proj", out, w.o, sh.act(m.hidden_size), w.o_bias)
     tp.drop(out)
     tp.drop(qe, kc, vc)  # query_states, key_states and value_states live until the forward returns
@@ -270,7 +270,7 @@ def sdpa_attention(tp: Tape, sh: Shapes, q: T, k: T, v: T, bias: T | None = None
     return out
 
 
-def sdpa_contiguous(tp: Tape, sh: Shapes, out: T) -> T:
+def sdpa_contiguous(tp: Tape, out: T) -> T:
     """sdpa_attention_forward's transpose(1, 2).contiguous(): free for the fused kernels' [b, s, h, d]
     output, a copy of the padded one's slice (sdpa_attention's view, smaller than its storage)."""
     if out.nbytes == out.storage.nbytes:

@@ -20,9 +20,11 @@ def last_saving(nodes: list[Node]) -> int:
     return max((i for i, n in enumerate(nodes) if n.saved), default=-1)
 
 
-def stop_early(events: list[Event], nodes: list[Node]) -> list[Event]:
-    """The rerun's events up to the last saving node's output, then the frees that unwinding makes:
-    of what the rerun allocated before the stop, what the full forward freed after it."""
+def stop_early(rt: Tape) -> list[Event]:
+    """Takes the rerun's events off `rt` (a full forward of the layer), for `backward`: those up to
+    the last saving node's output, then the frees that unwinding makes (of what the rerun allocated
+    before the stop, what the full forward freed after it)."""
+    events, nodes, rt.events = rt.events, rt.nodes, []
     stop = last_saving(nodes)
     if stop < 0:
         return events
